@@ -1,0 +1,85 @@
+"""Executing and locating course notebooks (shared by the CLI, the benchmark and the tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import nbformat
+
+CHECK_OUTPUT_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The repository root: the nearest folder above ``start`` (default: cwd) holding nbgrader_config.py."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "nbgrader_config.py").exists() and (folder / "solutions").is_dir():
+            return folder
+    raise FileNotFoundError("run this from inside the course repository (no nbgrader_config.py with a solutions/ folder found)")
+
+
+def assignments(root: Path) -> list[str]:
+    """Assignment names in course order (01_attention, 02_bert, ...)."""
+    return sorted(p.name for p in (root / "solutions").iterdir() if (p / f"{p.name}.ipynb").exists())
+
+
+def solution_notebook(root: Path, name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".ipynb" and candidate.exists():
+        return candidate.resolve()
+    name = candidate.stem
+    path = root / "solutions" / name / f"{name}.ipynb"
+    if not path.exists():
+        raise FileNotFoundError(f"no solution notebook for {name_or_path!r} (looked for {path})")
+    return path
+
+
+@contextmanager
+def environment(**variables: str | None):
+    """Temporarily set (or, with None, unset) environment variables; kernels inherit them."""
+    saved = {key: os.environ.get(key) for key in variables}
+    try:
+        for key, value in variables.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def execute_notebook(path: Path, *, profile: str, timeout: int = 900, allow_errors: bool = False,
+                     extra_env: dict[str, str | None] | None = None):
+    """Run a notebook top to bottom in a fresh kernel of this Python; return (notebook, seconds)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    with environment(GRADELIB_PROFILE=profile, MPLBACKEND=None, **(extra_env or {})):
+        start = time.perf_counter()
+        client.execute()
+        seconds = time.perf_counter() - start
+    return nb, seconds
+
+
+def generate_assignment(root: Path, assignment: str) -> None:
+    """Regenerate course/<assignment>/ from solutions/<assignment>/ with nbgrader's own generate_assignment."""
+    command = [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force", "--create",
+               "--log-level=WARN"]
+    subprocess.run(command, cwd=root, check=True)

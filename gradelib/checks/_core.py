@@ -1,0 +1,145 @@
+"""The machinery shared by every exercise check.
+
+A check runs the student's code on a list of *cases*. Each case returns ``None`` when it passes or a
+short diagnosis when it fails ("rows of the weights do not sum to 1"). The check prints a compact
+✓/✗ table and turns the cases into a score.
+
+How the score reaches nbgrader (0.9): for a grade cell, nbgrader walks the cell's outputs in order
+and stops at the first one that is an error, anything on stderr (score 0), or an ``execute_result``
+whose text is a number (that number is the partial score, in points). So when some cases fail, a
+check first *publishes its partial score as an execute_result* and then raises ``CheckFailed``:
+nbgrader records the partial score, and the student still sees a failed cell. When every case
+passes, the check returns the full points, which the cell displays as its result.
+
+Checks never write to stderr: a stray warning would score the cell 0.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+# Bound when gradelib is imported, before any student code runs, so that rebinding
+# torch.allclose or friends in the notebook cannot change what a check concludes.
+_Tensor = torch.Tensor
+_isfinite = torch.isfinite
+_abs = torch.abs
+
+Case = tuple[str, Callable[[], "str | None"]]
+
+
+class CheckFailed(AssertionError):
+    """Raised by a check when at least one of its cases failed."""
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    name: str
+    passed: bool
+    diagnosis: str = ""
+
+
+def run_check(title: str, cases: Sequence[Case], points: float) -> float:
+    """Run ``cases``, print the table, and return (or publish) the score in points.
+
+    Returns ``points`` when every case passes. Otherwise publishes the partial score (if above 0)
+    and raises :class:`CheckFailed`.
+    """
+    results = [_run_case(name, case) for name, case in cases]
+    passed = sum(result.passed for result in results)
+    score = round(points * passed / len(results), 2)
+    print(format_table(title, results, score, points))
+    if passed == len(results):
+        return float(points)
+    if score > 0:
+        _publish_score(score)
+    failed = len(results) - passed
+    raise CheckFailed(f"{failed} of {len(results)} checks failed for {title}: see the table above.")
+
+
+def _run_case(name: str, case: Callable[[], "str | None"]) -> CaseResult:
+    try:
+        with warnings.catch_warnings():
+            # A warning printed on stderr would cost the student the whole cell.
+            warnings.simplefilter("ignore")
+            diagnosis = case()
+    except NotImplementedError:
+        diagnosis = "not implemented yet (the function still raises NotImplementedError)"
+    except Exception as error:  # the student's code raised: report it as a diagnosis, not a crash
+        diagnosis = f"raised {type(error).__name__}: {_shorten(str(error))}"
+    return CaseResult(name, diagnosis is None, diagnosis or "")
+
+
+def format_table(title: str, results: Iterable[CaseResult], score: float, points: float) -> str:
+    lines = [f"{title}: {score:g} / {points:g} points"]
+    for result in results:
+        mark = "✓" if result.passed else "✗"
+        line = f"  {mark} {result.name}"
+        if not result.passed:
+            line += f"  <- {result.diagnosis}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _publish_score(score: float) -> None:
+    """Emit ``score`` as the cell's execute_result, which nbgrader reads as partial credit."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python: nothing to publish to
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "displayhook"):
+        shell.displayhook(score)
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for writing cases. They take nothing on trust from the object under test: a tensor
+# subclass or an object whose __eq__ always says True is rejected by type before any comparison.
+
+
+def tensor_problem(value: object, name: str, shape: Sequence[int] | None = None, dtype: torch.dtype | None = None) -> str | None:
+    """A diagnosis if ``value`` is not a finite tensor of the given shape and dtype, else None."""
+    if type(value) is not _Tensor and not isinstance(value, torch.nn.Parameter):
+        return f"{name} should be a torch.Tensor, got {type(value).__name__}"
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        return f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}"
+    if dtype is not None and value.dtype != dtype:
+        return f"{name} has dtype {value.dtype}, expected {dtype}"
+    if value.is_floating_point() and not bool(_isfinite(value).all()):
+        return f"{name} contains NaN or inf"
+    return None
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute elementwise difference, computed in float64 (inf when shapes differ)."""
+    if tuple(a.shape) != tuple(b.shape):
+        return math.inf
+    return float(_abs(a.detach().double() - b.detach().double()).max()) if a.numel() else 0.0
+
+
+def close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
+    return max_abs_diff(a, b) <= atol
+
+
+def first_match(candidate: torch.Tensor, variants: Iterable[tuple[str, torch.Tensor]], atol: float = 1e-4) -> str | None:
+    """The diagnosis of the first known-wrong variant that ``candidate`` reproduces, if any."""
+    for diagnosis, variant in variants:
+        if close(candidate, variant, atol):
+            return diagnosis
+    return None
+
+
+def unpack_pair(result: object, what: str) -> tuple[object, object]:
+    """Split a function result that must be a pair, or raise a readable error."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise TypeError(f"{what} should return a pair (output, weights), got {type(result).__name__}")
+    return result[0], result[1]

@@ -1,0 +1,68 @@
+"""Checks for short concept questions: a letter, a number, or a set of indices.
+
+The answer key never ships in gradelib. The visible test in a notebook only checks the *form* of an
+answer (``check_answer_form``); the correctness test (``check_answer``) lives in the notebook's
+hidden tests, which nbgrader strips from the student version, and carries the expected answer there.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+from gradelib.checks._core import run_check
+
+KINDS = ("choice", "integer", "number", "indices")
+
+
+def _form_problem(answer: object, kind: str, options: str = "ABCD") -> str | None:
+    if answer is None or answer is Ellipsis:
+        return "no answer yet: replace the placeholder with your answer"
+    if kind == "choice":
+        if type(answer) is not str or answer.strip().upper() not in options:
+            return f"answer with one letter from {', '.join(options)} as a string, e.g. \"{options[0]}\""
+    elif kind == "integer":
+        if isinstance(answer, bool) or not isinstance(answer, Integral):
+            return f"answer with a whole number (an int), got {type(answer).__name__}"
+    elif kind == "number":
+        if isinstance(answer, bool) or not isinstance(answer, Real) or not math.isfinite(float(answer)):
+            return f"answer with a finite number, got {answer!r}"
+    elif kind == "indices":
+        if type(answer) not in (set, list, tuple) or not all(isinstance(i, Integral) and not isinstance(i, bool) for i in answer):
+            return "answer with a set of integer positions, e.g. {0, 3}"
+    else:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return None
+
+
+def _canonical(answer: object, kind: str):
+    if kind == "choice":
+        return answer.strip().upper()
+    if kind == "indices":
+        return frozenset(int(i) for i in answer)
+    return answer
+
+
+def check_answer_form(label: str, answer: object, *, kind: str, options: str = "ABCD") -> None:
+    """Visible test: the answer is present and well-formed (says nothing about correctness)."""
+    problem = _form_problem(answer, kind, options)
+    if problem is not None:
+        raise AssertionError(f"{label}: {problem}")
+
+
+def check_answer(label: str, answer: object, *, expected: object, kind: str, points: float,
+                 options: str = "ABCD", rel_tol: float = 1e-3) -> float:
+    """Hidden test: the answer equals ``expected`` (numbers to ``rel_tol``). All or nothing."""
+
+    def is_correct() -> str | None:
+        problem = _form_problem(answer, kind, options)
+        if problem is not None:
+            return problem
+        given, wanted = _canonical(answer, kind), _canonical(expected, kind)
+        if kind == "number":
+            ok = math.isclose(float(given), float(wanted), rel_tol=rel_tol)
+        else:
+            ok = given == wanted
+        return None if ok else "not the expected answer"
+
+    return run_check(label, [("answer", is_correct)], points)

@@ -1,0 +1,397 @@
+"""Checks for notebook 01 (attention math), one per graded exercise.
+
+Each check compares the student's code with ``gradelib.reference.attention`` on seeded random cases
+and, when they disagree, looks for the mistake it resembles (a missing 1/√d_k, an inverted mask, a
+softmax over the wrong axis, …) so the feedback names the fault without printing the solution.
+``seed`` selects the cases: the visible tests use the default, the hidden tests other seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from gradelib.checks._core import close, first_match, max_abs_diff, run_check, tensor_problem, unpack_pair
+from gradelib.reference import attention as ref
+
+_softmax = torch.softmax
+_randn = torch.randn
+_rand = torch.rand
+_equal = torch.equal  # bound at import: rebinding torch.equal later cannot fool the check
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _random_mask(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """A random boolean mask in which every query row may attend to at least one key."""
+    mask = _rand(shape, generator=gen) < 0.6
+    mask[..., 0] |= ~mask.any(dim=-1)
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: scaled dot-product attention
+
+
+def _sdpa_variants(q, k, v, mask):
+    """Known-wrong versions of attention, each paired with the diagnosis it deserves."""
+    d_k = q.shape[-1]
+
+    def attend(scores, mask_to_use, dim=-1):
+        if mask_to_use is not None:
+            scores = scores.masked_fill(~mask_to_use, float("-inf"))
+        weights = _softmax(scores, dim=dim)
+        return weights @ v, weights
+
+    raw = q @ k.transpose(-2, -1)
+    variants = [
+        ("output is √d_k too large in the scores: is the 1/√d_k scaling missing?", attend(raw, mask)),
+        ("scores are divided by d_k; divide by √d_k", attend(raw / d_k, mask)),
+        ("softmax over the query axis: each row of weights must sum to 1 over the keys (dim=-1)", attend(raw / math.sqrt(d_k), mask, dim=-2)),
+    ]
+    if mask is not None:
+        inverted = ~mask
+        inverted[..., 0] |= ~inverted.any(dim=-1)
+        variants.append(("the mask is inverted: True means 'may attend', so fill the positions where mask is False", attend(raw / math.sqrt(d_k), inverted)))
+        variants.append(("the mask is ignored: masked positions must get weight 0", attend(raw / math.sqrt(d_k), None)))
+    return variants
+
+
+def _sdpa_case(fn, q, k, v, mask=None) -> str | None:
+    out, weights = unpack_pair(fn(q, k, v, mask) if mask is not None else fn(q, k, v), "scaled_dot_product_attention")
+    want_out, want_w = ref.scaled_dot_product_attention(q, k, v, mask)
+    problem = tensor_problem(weights, "weights", want_w.shape) or tensor_problem(out, "output", want_out.shape)
+    if problem:
+        return problem
+    if out.dtype != q.dtype:
+        return f"output dtype {out.dtype} differs from the input's {q.dtype}"
+    if mask is not None:
+        leaked = float(weights.detach().masked_select(~mask.expand_as(weights)).abs().max()) if (~mask).any() else 0.0
+        if leaked > 1e-6:
+            for diagnosis, (_, variant_w) in _sdpa_variants(q, k, v, mask):
+                if "mask" in diagnosis and close(weights, variant_w, 1e-4):
+                    return diagnosis
+            return f"a masked position receives weight (up to {leaked:.3f}): set masked scores to -inf before the softmax"
+    row_sums = weights.detach().sum(dim=-1)
+    if not close(row_sums, torch.ones_like(row_sums), 1e-4):
+        diagnosis = first_match(weights, [(d, w) for d, (_, w) in _sdpa_variants(q, k, v, mask)])
+        return diagnosis or "rows of the weights do not sum to 1: softmax over the keys (last axis)"
+    if close(weights, want_w, 1e-5):
+        if close(out, want_out, 1e-4):
+            return None
+        return "weights are right but the output is not weights @ v"
+    diagnosis = first_match(weights, [(d, w) for d, (_, w) in _sdpa_variants(q, k, v, mask)])
+    if diagnosis:
+        return diagnosis
+    if close(weights, want_w.transpose(-2, -1), 1e-5):
+        return "weights are transposed: scores are q @ kᵀ, with one row per query"
+    return f"weights differ from scaled dot-product attention (max error {max_abs_diff(weights, want_w):.3g})"
+
+
+def check_scaled_dot_product_attention(fn: Callable, points: float = 3, seed: int = 0) -> float:
+    """Check ``fn(q, k, v, mask=None) -> (output, weights)``."""
+    gen = _generator(seed)
+    B, H = 2, 3
+    T_q, T_k = 4 + seed % 3, 6 + seed % 4
+    d_k, d_v = 8, 5
+
+    def tensors(*shape):
+        return _randn(*shape, generator=gen)
+
+    q, k, v = tensors(B, H, T_q, d_k), tensors(B, H, T_k, d_k), tensors(B, H, T_k, d_v)
+    q_self, k_self, v_self = tensors(B, T_k, d_k), tensors(B, T_k, d_k), tensors(B, T_k, d_k)
+    padding = _random_mask((B, 1, T_q, T_k), gen)
+    causal = torch.ones(T_k, T_k).tril().bool()
+    big_q = tensors(1, T_q, d_k) * 40
+    small = [t.double() for t in (tensors(1, 3, 4), tensors(1, 3, 4), tensors(1, 3, 4))]
+    cases = [
+        ("no mask, batched heads (B, H, T, d), d_v ≠ d_k, T_q ≠ T_k", lambda: _sdpa_case(fn, q, k, v)),
+        ("boolean mask, True = may attend (broadcast over heads)", lambda: _sdpa_case(fn, q, k, v, padding)),
+        ("causal (T, T) mask broadcast over the batch", lambda: _sdpa_case(fn, q_self, k_self, v_self, causal)),
+        ("large scores stay finite (numerically stable softmax)", lambda: _sdpa_case(fn, big_q, k_self[:1], v_self[:1])),
+        ("keeps float64 inputs in float64", lambda: _sdpa_case(fn, *small)),
+    ]
+    return run_check("Scaled dot-product attention", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: causal mask
+
+
+def _causal_case(fn, T: int) -> str | None:
+    mask = fn(T)
+    want = ref.causal_mask(T)
+    if type(mask) is not torch.Tensor:
+        return f"causal_mask should return a torch.Tensor, got {type(mask).__name__}"
+    if tuple(mask.shape) != (T, T):
+        return f"shape {tuple(mask.shape)}, expected ({T}, {T})"
+    if mask.dtype != torch.bool:
+        return f"return a bool tensor (True = may attend), not {mask.dtype}"
+    if _equal(mask, want):
+        return None
+    if _equal(mask, ~want):
+        return "True must mean 'may attend': you marked the positions to hide"
+    if _equal(mask, want.T):
+        return "this lets each position see the future: position i may attend to j ≤ i (lower triangle)"
+    if _equal(mask, want & ~torch.eye(T, dtype=torch.bool)):
+        return "the diagonal must be True: a position may attend to itself"
+    return f"{int((mask != want).sum())} of {T * T} entries are wrong"
+
+
+def check_causal_mask(fn: Callable, points: float = 1, seed: int = 0) -> float:
+    """Check ``fn(T) -> (T, T) bool`` with True where position i may attend to position j ≤ i."""
+    sizes = [1, 5 + seed % 4, 16 + seed % 7]
+    cases = [(f"T = {T}", (lambda T=T: _causal_case(fn, T))) for T in sizes]
+    return run_check("Causal mask", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: sinusoidal positional encoding
+
+
+def _pe_variants(P: int, d: int):
+    pos = torch.arange(P, dtype=torch.float64)[:, None]
+    i = torch.arange(0, d, 2, dtype=torch.float64)
+    angle_2i = pos / 10000 ** (i / d)
+    angle_i = pos / 10000 ** ((i / 2) / d)
+
+    def interleave(even, odd):
+        out = torch.zeros(P, d + d % 2, dtype=torch.float64)
+        out[:, 0::2], out[:, 1::2] = even, odd
+        return out[:, :d]
+
+    halves = torch.cat([torch.sin(angle_2i), torch.cos(angle_2i)], dim=-1)[:, :d]
+    return [
+        ("even columns must be sin and odd columns cos (they are swapped)", interleave(torch.cos(angle_2i), torch.sin(angle_2i))),
+        ("the exponent is 2i/d_model where i indexes the (sin, cos) pair: column 2i and 2i+1 share one frequency", interleave(torch.sin(angle_i), torch.cos(angle_i))),
+        ("interleave: column 2i is sin and 2i+1 is cos (you put all the sines first)", halves),
+    ]
+
+
+def _pe_case(fn, P: int, d: int) -> str | None:
+    pe = fn(P, d)
+    problem = tensor_problem(pe, "encoding", (P, d))
+    if problem:
+        return problem
+    if not pe.is_floating_point():
+        return f"the encoding should be floating point, got {pe.dtype}"
+    want = ref.sinusoidal_positional_encoding(P, d)
+    if close(pe, want, 1e-4):
+        return None
+    diagnosis = first_match(pe, _pe_variants(P, d))
+    if diagnosis:
+        return diagnosis
+    if close(pe[0], want[0], 1e-4):
+        return "position 0 is right but later positions are not: angle = pos / 10000^(2i/d_model)"
+    return f"differs from the formula (max error {max_abs_diff(pe, want):.3g})"
+
+
+def check_sinusoidal_positional_encoding(fn: Callable, points: float = 2, seed: int = 0) -> float:
+    """Check ``fn(num_positions, d_model) -> (num_positions, d_model)``."""
+    cases = [
+        ("small table (4 positions, d_model = 6)", lambda: _pe_case(fn, 4, 6)),
+        (f"long table (50 positions, d_model = {16 + 2 * (seed % 5)})", lambda: _pe_case(fn, 50, 16 + 2 * (seed % 5))),
+        ("odd d_model (10 positions, d_model = 7)", lambda: _pe_case(fn, 10, 7)),
+    ]
+    return run_check("Sinusoidal positional encoding", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: multi-head attention
+
+
+def _mha_variants(mha: ref.MultiHeadAttention, query, key, value, mask):
+    """Common multi-head mistakes, computed with the reference module's weights."""
+    B, T_q, D = query.shape
+    H, d = mha.num_heads, mha.head_dim
+    q, k, v = mha.w_q(query), mha.w_k(key), mha.w_v(value)
+
+    def heads_ok(x):
+        return x.view(B, -1, H, d).transpose(1, 2)
+
+    def heads_scrambled(x):
+        return x.reshape(B, H, -1, d)
+
+    def run(split, scale, project=True, m=mask):
+        qh, kh, vh = split(q), split(k), split(v)
+        scores = qh @ kh.transpose(-2, -1) / scale
+        if m is not None:
+            scores = scores.masked_fill(~m, float("-inf"))
+        out = (_softmax(scores, dim=-1) @ vh).transpose(1, 2).reshape(B, T_q, D)
+        return mha.w_o(out) if project else out
+
+    return [
+        ("scale by √head_dim (the per-head d_k), not √d_model", run(heads_ok, math.sqrt(D))),
+        ("the output projection w_o is missing", run(heads_ok, math.sqrt(d), project=False)),
+        ("heads are split incorrectly: view as (B, T, H, head_dim), then transpose to (B, H, T, head_dim)", run(heads_scrambled, math.sqrt(d))),
+        ("the mask is not applied (or not broadcast to every head)", run(heads_ok, math.sqrt(d), m=None)),
+    ]
+
+
+def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.Generator, mask_kind: str | None) -> str | None:
+    torch_mha = torch.nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+    with torch.no_grad():
+        for p in torch_mha.parameters():
+            p.copy_(_randn(p.shape, generator=gen) * 0.3)
+    student = cls(d_model, num_heads)
+    for name in ("w_q", "w_k", "w_v", "w_o"):
+        if not isinstance(getattr(student, name, None), torch.nn.Linear):
+            return f"{cls.__name__} needs an nn.Linear attribute {name} (d_model -> d_model)"
+    ref.load_torch_mha_weights(student, torch_mha)
+    reference = ref.MultiHeadAttention(d_model, num_heads)
+    ref.load_torch_mha_weights(reference, torch_mha)
+
+    B = 2
+    query = _randn(B, T_q, d_model, generator=gen)
+    key = query if T_q == T_k else _randn(B, T_k, d_model, generator=gen)
+    mask = None
+    if mask_kind == "causal":
+        mask = ref.causal_mask(T_q)
+    elif mask_kind == "padding":
+        mask = _random_mask((B, 1, 1, T_k), gen)
+    with torch.no_grad():
+        out, weights = unpack_pair(student(query, key, key, mask=mask) if mask is not None else student(query, key, key), "forward")
+        # nn.MultiheadAttention takes a boolean mask with True = *not* allowed: hence the ~.
+        torch_mask = None if mask is None else ~mask.expand(B, num_heads, T_q, T_k).reshape(B * num_heads, T_q, T_k)
+        want_out, want_w = torch_mha(query, key, key, attn_mask=torch_mask, average_attn_weights=False)
+    problem = tensor_problem(out, "output", want_out.shape) or tensor_problem(weights, "weights", want_w.shape)
+    if problem:
+        return problem
+    if close(out, want_out, 1e-4):
+        return None if close(weights, want_w, 1e-4) else "output matches but the per-head weights (B, H, T_q, T_k) do not"
+    with torch.no_grad():
+        diagnosis = first_match(out, _mha_variants(reference, query, key, key, mask))
+    return diagnosis or f"output differs from nn.MultiheadAttention with the same weights (max error {max_abs_diff(out, want_out):.3g})"
+
+
+def check_multi_head_attention(cls: type, points: float = 3, seed: int = 0) -> float:
+    """Check a ``MultiHeadAttention(d_model, num_heads)`` module against ``nn.MultiheadAttention``."""
+    gen = _generator(seed)
+    T = 5 + seed % 3
+    cases = [
+        ("self-attention, 4 heads, matches nn.MultiheadAttention", lambda: _mha_case(cls, 16, 4, T, T, gen, None)),
+        ("cross-attention (T_q ≠ T_k), 2 heads", lambda: _mha_case(cls, 12, 2, T, T + 3, gen, None)),
+        ("causal mask", lambda: _mha_case(cls, 16, 4, T, T, gen, "causal")),
+        ("key padding mask (B, 1, 1, T_k)", lambda: _mha_case(cls, 16, 8, T, T + 2, gen, "padding")),
+    ]
+    return run_check("Multi-head attention", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: rotary position embedding (RoPE)
+
+
+def _rope_half_split(x, positions):
+    D = x.shape[-1]
+    angles = ref.rope_angles(int(positions.max()) + 1, D).to(x.dtype)[positions]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    first, second = x[..., : D // 2], x[..., D // 2:]
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+
+
+def _rope_case(fn, x: torch.Tensor, positions: torch.Tensor | None) -> str | None:
+    got = fn(x, positions) if positions is not None else fn(x)
+    problem = tensor_problem(got, "output", x.shape)
+    if problem:
+        return problem
+    want = ref.apply_rope(x, positions)
+    if close(got, want, 1e-4):
+        return None
+    pos = positions if positions is not None else torch.arange(x.shape[-2])
+    if not close(got.norm(dim=-1), x.norm(dim=-1), 1e-4):
+        return "vector norms change: RoPE only rotates each pair (x[2i], x[2i+1]), cos and sin of one angle"
+    if close(got, ref.apply_rope(x, -pos), 1e-4):
+        return "rotation direction reversed: the pair becomes (x0·cos θ − x1·sin θ, x0·sin θ + x1·cos θ)"
+    if close(got, _rope_half_split(x, pos), 1e-4):
+        return "you rotate (i, i + D/2) pairs (the GPT-NeoX convention); this exercise rotates adjacent pairs (2i, 2i+1)"
+    if positions is not None and close(got, ref.apply_rope(x), 1e-4):
+        return "the positions argument is ignored"
+    if close(got, ref.apply_rope(x, pos + 1), 1e-4):
+        return "positions are off by one: the first position is 0 and is not rotated"
+    return f"differs from RoPE (max error {max_abs_diff(got, want):.3g})"
+
+
+def _rope_relative_case(fn, gen: torch.Generator) -> str | None:
+    """⟨RoPE(q, m), RoPE(k, n)⟩ must depend on m − n only."""
+    D = 8
+    q, k = _randn(D, generator=gen), _randn(D, generator=gen)
+
+    def score(m: int, n: int) -> float:
+        positions = torch.tensor([m, n])
+        rotated = fn(torch.stack([q, k]), positions)
+        problem = tensor_problem(rotated, "output", (2, D))
+        if problem:
+            raise ValueError(problem)
+        return float(rotated[0] @ rotated[1])
+
+    scores = [score(m, m - 3) for m in (3, 7, 20)]
+    if max(scores) - min(scores) > 1e-4 * max(1.0, abs(scores[0])):
+        return f"⟨RoPE(q, m), RoPE(k, m−3)⟩ changes with m ({scores[0]:.3f}, {scores[1]:.3f}, {scores[2]:.3f}): it must depend on m − n only"
+    return None
+
+
+def check_apply_rope(fn: Callable, points: float = 2, seed: int = 0) -> float:
+    """Check ``fn(x, positions=None) -> x rotated``, x: (..., T, D)."""
+    gen = _generator(seed)
+    x = _randn(2, 3, 6 + seed % 3, 8, generator=gen)
+    positions = torch.randperm(40, generator=gen)[: 6 + seed % 3]
+    cases = [
+        ("position 0 leaves the vector unchanged", lambda: _rope_case(fn, x[..., :1, :], None)),
+        ("matches RoPE on (B, H, T, D) with default positions", lambda: _rope_case(fn, x, None)),
+        ("uses explicit positions", lambda: _rope_case(fn, x, positions)),
+        ("relative-position property", lambda: _rope_relative_case(fn, gen)),
+    ]
+    return run_check("Rotary position embedding", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: KV-cache decoding
+
+
+def _kv_case(fn, chunk: int, gen: torch.Generator) -> str | None:
+    d_model, num_heads, T, B = 16, 4, 7, 2
+    mha = ref.MultiHeadAttention(d_model, num_heads)
+    with torch.no_grad():
+        for p in mha.parameters():
+            p.copy_(_randn(p.shape, generator=gen) * 0.3)
+    x = _randn(B, T, d_model, generator=gen)
+    with torch.no_grad():
+        full, _ = mha(x, x, x, mask=ref.causal_mask(T))
+        cache, outputs = None, []
+        for start in range(0, T, chunk):
+            x_new = x[:, start:start + chunk]
+            result = fn(mha, x_new, cache)
+            y, cache = unpack_pair(result, "kv_cache_decode_step")
+            problem = tensor_problem(y, "y_new", x_new.shape)
+            if problem:
+                return problem
+            if not isinstance(cache, ref.KVCache):
+                return f"return the updated cache as a KVCache, got {type(cache).__name__}"
+            seen = start + x_new.shape[1]
+            shape = (B, num_heads, seen, d_model // num_heads)
+            if tuple(cache.k.shape) != shape or tuple(cache.v.shape) != shape:
+                return f"after {seen} tokens the cache k/v should be {shape}, got {tuple(cache.k.shape)}"
+            outputs.append(y)
+    got = torch.cat(outputs, dim=1)
+    if close(got, full, 1e-5):
+        return None
+    first_wrong = next(t for t in range(T) if not close(got[:, t], full[:, t], 1e-5))
+    if first_wrong == 0 and chunk == 1:
+        return "the first token is already wrong: it must attend to itself (append its k, v before attending)"
+    if chunk > 1 and close(got[:, :1], full[:, :1], 1e-5):
+        return "within a chunk of several new tokens each may only see earlier ones: apply a causal mask inside the chunk"
+    return f"differs from full causal attention from token {first_wrong} on (max error {max_abs_diff(got, full):.3g})"
+
+
+def check_kv_cache_decode_step(fn: Callable, points: float = 3, seed: int = 0) -> float:
+    """Check ``fn(mha, x_new, cache) -> (y_new, cache)`` against full causal self-attention."""
+    gen = _generator(seed)
+    cases = [
+        ("token by token equals full causal attention (1e-5)", lambda: _kv_case(fn, 1, gen)),
+        ("chunks of 3 new tokens", lambda: _kv_case(fn, 3, gen)),
+    ]
+    return run_check("KV-cache decoding", cases, points)

@@ -1,0 +1,17 @@
+"""nbgrader configuration for this course (run nbgrader, or `gradelib release`, from this folder).
+
+solutions/<assignment>/<assignment>.ipynb is the instructor source (the only place notebooks are
+edited); nbgrader's generate_assignment writes the student version to course/<assignment>/.
+"""
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.course_id = "genai-first-principles"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "course"
+# Graders run notebooks in gradelib's `quick` profile (gradelib picks it when NBGRADER_EXECUTION is
+# set). A cell that trains a small model can still take longer than nbgrader's 30 s default.
+c.Execute.timeout = 300
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

@@ -1,0 +1,302 @@
+"""Every attention check accepts the reference and rejects plausible wrong answers with a diagnosis."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from gradelib.checks import CheckFailed, attention as checks
+from gradelib.checks.answers import check_answer, check_answer_form
+from gradelib.reference import attention as ref
+
+
+def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
+    """The check fails and its table names ``diagnosis``."""
+    with pytest.raises(CheckFailed):
+        check(candidate, **kwargs)
+    printed = capsys.readouterr().out
+    assert "✗" in printed
+    assert diagnosis in printed, printed
+
+
+# --- scaled dot-product attention ------------------------------------------------------------
+
+
+def sdpa_template(q, k, v, mask=None, *, scale=None, softmax_dim=-1, invert_mask=False, use_mask=True, naive_softmax=False):
+    d_k = q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(d_k) if scale is None else scale)
+    if mask is not None and use_mask:
+        scores = scores.masked_fill(mask if invert_mask else ~mask, float("-inf"))
+    if naive_softmax:
+        weights = scores.exp() / scores.exp().sum(dim=softmax_dim, keepdim=True)
+    else:
+        weights = torch.softmax(scores, dim=softmax_dim)
+    return weights @ v, weights
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_sdpa_accepts_reference(seed, capsys):
+    assert checks.check_scaled_dot_product_attention(ref.scaled_dot_product_attention, points=3, seed=seed) == 3.0
+    assert "✗" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("wrong", "diagnosis"),
+    [
+        (lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, scale=1.0), "1/√d_k scaling missing"),
+        (lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, scale=q.shape[-1]), "divided by d_k"),
+        (lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, softmax_dim=-2), "softmax over the query axis"),
+        (lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, invert_mask=True), "mask is inverted"),
+        (lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, use_mask=False), "mask is ignored"),
+        (lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, naive_softmax=True), "NaN or inf"),
+        (lambda q, k, v, mask=None: (sdpa_template(q, k, v, mask)[0].float(), sdpa_template(q, k, v, mask)[1]), "dtype"),
+    ],
+    ids=["unscaled", "divided-by-dk", "softmax-dim", "inverted-mask", "ignored-mask", "unstable-softmax", "float32-output"],
+)
+def test_sdpa_rejects_wrong_answers(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_scaled_dot_product_attention, wrong, capsys, diagnosis, points=3)
+
+
+def test_sdpa_rejects_non_tensor_and_stub(capsys):
+    assert_rejected(checks.check_scaled_dot_product_attention, lambda q, k, v, mask=None: (1, 2), capsys, "should be a torch.Tensor")
+
+    def stub(q, k, v, mask=None):
+        raise NotImplementedError()
+
+    assert_rejected(checks.check_scaled_dot_product_attention, stub, capsys, "not implemented yet")
+
+
+def test_partial_credit_is_proportional_to_passing_cases(capsys):
+    unstable = lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, naive_softmax=True)  # noqa: E731
+    with pytest.raises(CheckFailed):
+        checks.check_scaled_dot_product_attention(unstable, points=5)
+    # 4 of the 5 cases pass: only the large-score case overflows.
+    assert "4 / 5 points" in capsys.readouterr().out
+
+
+# --- causal mask -----------------------------------------------------------------------------
+
+
+def test_causal_mask_accepts_reference():
+    assert checks.check_causal_mask(ref.causal_mask, points=1) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("wrong", "diagnosis"),
+    [
+        (lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "diagonal must be True"),
+        (lambda T: torch.ones(T, T, dtype=torch.bool).triu(), "see the future"),
+        (lambda T: torch.ones(T, T, dtype=torch.bool).triu(1), "True must mean 'may attend'"),
+        (lambda T: torch.zeros(T, T).masked_fill(torch.ones(T, T).triu(1).bool(), float("-inf")), "bool tensor"),
+    ],
+    ids=["no-diagonal", "upper", "inverted", "float-additive"],
+)
+def test_causal_mask_rejects_wrong_answers(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_causal_mask, wrong, capsys, diagnosis)
+
+
+# --- sinusoidal positional encoding ----------------------------------------------------------
+
+
+def pe_template(P, d, *, swap=False, exponent_per_column=False, halves=False):
+    pos = torch.arange(P, dtype=torch.float32)[:, None]
+    pair = torch.arange(0, d, 2, dtype=torch.float32)
+    exponent = (pair / 2) / d if exponent_per_column else pair / d
+    angles = pos / 10000 ** exponent
+    sin, cos = torch.sin(angles), torch.cos(angles)
+    if halves:
+        return torch.cat([sin, cos], dim=-1)[:, :d]
+    out = torch.zeros(P, d + d % 2)
+    out[:, 0::2], out[:, 1::2] = (cos, sin) if swap else (sin, cos)
+    return out[:, :d]
+
+
+def test_positional_encoding_accepts_reference():
+    assert checks.check_sinusoidal_positional_encoding(ref.sinusoidal_positional_encoding, points=2) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("wrong", "diagnosis"),
+    [
+        (lambda P, d: pe_template(P, d, swap=True), "they are swapped"),
+        (lambda P, d: pe_template(P, d, exponent_per_column=True), "share one frequency"),
+        (lambda P, d: pe_template(P, d, halves=True), "all the sines first"),
+        (lambda P, d: pe_template(P, d)[:, : d - 1] if d % 2 else pe_template(P, d), "shape"),
+    ],
+    ids=["swapped", "exponent", "halves", "odd-dmodel"],
+)
+def test_positional_encoding_rejects_wrong_answers(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_sinusoidal_positional_encoding, wrong, capsys, diagnosis)
+
+
+# --- multi-head attention --------------------------------------------------------------------
+
+
+class MHATemplate(nn.Module):
+    scale_by_d_model = False
+    project_output = True
+    scramble_heads = False
+
+    def __init__(self, d_model, num_heads):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, d_model // num_heads
+        self.w_q, self.w_k, self.w_v, self.w_o = (nn.Linear(d_model, d_model) for _ in range(4))
+
+    def split(self, x):
+        B, T, D = x.shape
+        if self.scramble_heads:
+            return x.reshape(B, self.num_heads, T, self.head_dim)
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, query, key, value, mask=None):
+        q, k, v = self.split(self.w_q(query)), self.split(self.w_k(key)), self.split(self.w_v(value))
+        scale = math.sqrt(query.shape[-1] if self.scale_by_d_model else self.head_dim)
+        scores = q @ k.transpose(-2, -1) / scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(query.shape)
+        return (self.w_o(out) if self.project_output else out), weights
+
+
+def test_mha_template_is_correct_by_default():
+    assert checks.check_multi_head_attention(MHATemplate, points=3) == 3.0
+    assert checks.check_multi_head_attention(ref.MultiHeadAttention, points=3, seed=5) == 3.0
+
+
+@pytest.mark.parametrize(
+    ("flag", "diagnosis"),
+    [("scale_by_d_model", "not √d_model"), ("project_output", "w_o is missing"), ("scramble_heads", "heads are split incorrectly")],
+)
+def test_mha_rejects_wrong_answers(flag, diagnosis, capsys):
+    wrong = type("WrongMHA", (MHATemplate,), {flag: not getattr(MHATemplate, flag)})
+    assert_rejected(checks.check_multi_head_attention, wrong, capsys, diagnosis)
+
+
+def test_mha_rejects_transposed_weights(capsys):
+    class TransposedLoad(MHATemplate):
+        def forward(self, query, key, value, mask=None):
+            # Uses W instead of Wᵀ: a classic slip when writing x @ W by hand.
+            q = self.split(query @ self.w_q.weight + self.w_q.bias)
+            k = self.split(key @ self.w_k.weight + self.w_k.bias)
+            v = self.split(value @ self.w_v.weight + self.w_v.bias)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            return self.w_o((weights @ v).transpose(1, 2).reshape(query.shape)), weights
+
+    assert_rejected(checks.check_multi_head_attention, TransposedLoad, capsys, "differs from nn.MultiheadAttention")
+
+
+# --- RoPE ------------------------------------------------------------------------------------
+
+
+def rope_template(x, positions=None, *, sign=1.0, half_split=False, ignore_positions=False, offset=0):
+    T, D = x.shape[-2], x.shape[-1]
+    pos = torch.arange(T) if positions is None or ignore_positions else positions
+    pos = pos.to(x.dtype) + offset
+    freqs = 10000.0 ** (-torch.arange(0, D, 2, dtype=x.dtype) / D)
+    angles = sign * pos[:, None] * freqs
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    if half_split:
+        a, b = x[..., : D // 2], x[..., D // 2:]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    a, b = x[..., 0::2], x[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = a * cos - b * sin, a * sin + b * cos
+    return out
+
+
+def test_rope_template_and_reference_pass():
+    assert checks.check_apply_rope(rope_template, points=2) == 2.0
+    assert checks.check_apply_rope(ref.apply_rope, points=2, seed=3) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "diagnosis"),
+    [
+        ({"half_split": True}, "GPT-NeoX convention"),
+        ({"sign": -1.0}, "rotation direction reversed"),
+        ({"ignore_positions": True}, "positions argument is ignored"),
+        ({"offset": 1}, "off by one"),
+    ],
+    ids=["half-split", "reversed", "ignores-positions", "off-by-one"],
+)
+def test_rope_rejects_wrong_answers(kwargs, diagnosis, capsys):
+    assert_rejected(checks.check_apply_rope, lambda x, positions=None: rope_template(x, positions, **kwargs), capsys, diagnosis)
+
+
+def test_rope_rejects_absolute_scaling(capsys):
+    # Scaling by position is "position-aware" but breaks both the norm and the relative property.
+    wrong = lambda x, positions=None: x * (1 + (torch.arange(x.shape[-2]) if positions is None else positions)[:, None])  # noqa: E731
+    assert_rejected(checks.check_apply_rope, wrong, capsys, "norms change")
+
+
+# --- KV cache --------------------------------------------------------------------------------
+
+
+def kv_template(mha, x_new, cache, *, attend_before_append=False, causal_in_chunk=True, drop_cache=False):
+    B, T_new, _ = x_new.shape
+    q, k, v = (ref.split_heads(w(x_new), mha.num_heads) for w in (mha.w_q, mha.w_k, mha.w_v))
+    past_k = cache.k if cache is not None else k[:, :, :0]
+    past_v = cache.v if cache is not None else v[:, :, :0]
+    all_k, all_v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+    T_past = past_k.shape[2]
+    mask = torch.ones(T_new, T_past + T_new, dtype=torch.bool)
+    if causal_in_chunk:
+        mask[:, T_past:] = torch.ones(T_new, T_new, dtype=torch.bool).tril()
+    keys, values = (k, v) if drop_cache else (all_k, all_v)
+    if drop_cache:
+        mask = mask[:, T_past:]
+    if attend_before_append:
+        keys, values, mask = (past_k, past_v, mask[:, :T_past]) if T_past else (k, v, mask[:, T_past:] & False)
+    out, _ = ref.scaled_dot_product_attention(q, keys, values, mask)
+    return mha.w_o(ref.merge_heads(out)), ref.KVCache(all_k, all_v)
+
+
+def test_kv_cache_accepts_reference_and_template():
+    assert checks.check_kv_cache_decode_step(ref.kv_cache_decode_step, points=3) == 3.0
+    assert checks.check_kv_cache_decode_step(kv_template, points=3, seed=4) == 3.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "diagnosis"),
+    [
+        ({"attend_before_append": True}, "must attend to itself"),
+        ({"causal_in_chunk": False}, "apply a causal mask inside the chunk"),
+        ({"drop_cache": True}, "differs from full causal attention from token 1"),
+    ],
+    ids=["attend-before-append", "non-causal-chunk", "ignores-cache"],
+)
+def test_kv_cache_rejects_wrong_answers(kwargs, diagnosis, capsys):
+    assert_rejected(checks.check_kv_cache_decode_step, lambda m, x, c: kv_template(m, x, c, **kwargs), capsys, diagnosis)
+
+
+# --- concept questions -----------------------------------------------------------------------
+
+
+def test_answer_checks():
+    assert check_answer("Q", "b ", expected="B", kind="choice", points=1) == 1.0
+    assert check_answer("Q", 64, expected=64.0, kind="number", points=1) == 1.0
+    assert check_answer("Q", [2, 1, 0], expected={0, 1, 2}, kind="indices", points=2) == 2.0
+    with pytest.raises(CheckFailed):
+        check_answer("Q", "C", expected="B", kind="choice", points=1)
+    with pytest.raises(CheckFailed):
+        check_answer("Q", {0, 1}, expected={0, 1, 2}, kind="indices", points=1)
+    with pytest.raises(CheckFailed):
+        check_answer("Q", 4096, expected=4 * 4096, kind="integer", points=1)
+    with pytest.raises(AssertionError, match="no answer yet"):
+        check_answer_form("Q", None, kind="choice")
+    with pytest.raises(AssertionError, match="one letter"):
+        check_answer_form("Q", "E", kind="choice")
+    with pytest.raises(AssertionError, match="whole number"):
+        check_answer_form("Q", 2.5, kind="integer")
+
+
+def test_rebinding_torch_allclose_does_not_fool_a_check(monkeypatch, capsys):
+    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
+    monkeypatch.setattr(torch, "equal", lambda *a, **k: True)
+    wrong = lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, scale=1.0)  # noqa: E731
+    assert_rejected(checks.check_scaled_dot_product_attention, wrong, capsys, "scaling missing")

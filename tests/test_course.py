@@ -1,0 +1,89 @@
+"""The course as files: student versions in sync with the sources, and sources that grade correctly."""
+
+import json
+import re
+import tomllib
+
+import nbformat
+import pytest
+from conftest import ROOT, assignment_names
+
+NAMES = assignment_names()
+
+
+def load(path):
+    return nbformat.read(path, as_version=4)
+
+
+def grade_cells(nb):
+    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
+
+
+def test_there_is_at_least_one_assignment():
+    assert "01_attention" in NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_student_version_matches_a_fresh_generate_assignment(name, released_course):
+    """course/ is exactly what nbgrader generates from solutions/: run `gradelib release NAME` after editing."""
+    committed = ROOT / "course" / name / f"{name}.ipynb"
+    fresh = released_course / "course" / name / f"{name}.ipynb"
+    assert committed.exists(), f"course/{name} is missing: run `gradelib release {name}`"
+    assert json.loads(committed.read_text()) == json.loads(fresh.read_text()), (
+        f"course/{name} has drifted from solutions/{name}: run `gradelib release {name}` and commit the result")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_student_version_has_no_solutions_or_hidden_tests(name):
+    text = (ROOT / "course" / name / f"{name}.ipynb").read_text()
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "expected="):
+        assert marker not in text
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_solution_notebook_keeps_only_checked_outputs(name):
+    """Stored outputs are only the small, deterministic ones nbval compares (refresh with `gradelib store-outputs`)."""
+    nb = load(ROOT / "solutions" / name / f"{name}.ipynb")
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "# NBVAL_CHECK_OUTPUT" in cell.source:
+            assert cell.outputs, f"a checked cell has no stored output: run `gradelib store-outputs {name}`"
+            assert all(o.output_type == "stream" and o.name == "stdout" for o in cell.outputs)
+        else:
+            assert not cell.outputs, "only cells marked # NBVAL_CHECK_OUTPUT keep outputs"
+        assert cell.execution_count is None
+    assert (ROOT / "solutions" / name / f"{name}.ipynb").stat().st_size < 200_000
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_points_passed_to_checks_match_the_cell_points(name):
+    """A check publishes partial credit in points: the figure must match the cell, or nbgrader errors out."""
+    nb = load(ROOT / "solutions" / name / f"{name}.ipynb")
+    cells = grade_cells(nb)
+    assert cells
+    for cell in cells:
+        points = cell.metadata.nbgrader.points
+        passed = [float(p) for p in re.findall(r"points=([\d.]+)", cell.source)]
+        assert passed, f"grade cell {cell.metadata.nbgrader.grade_id} calls no scoring check"
+        assert all(p == points for p in passed), cell.metadata.nbgrader.grade_id
+        assert cell.source.rstrip().splitlines()[-1].startswith("### END HIDDEN TESTS"), (
+            "the hidden check must be the cell's last expression, so its score is what nbgrader reads")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_follows_the_course_shape(name):
+    nb = load(ROOT / "solutions" / name / f"{name}.ipynb")
+    text = "\n".join(c.source for c in nb.cells)
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines() if line.startswith("## ")]
+    for section in ("Learning objectives", "Theory", "worked examples", "Graded exercises", "Concept questions", "Going further"):
+        assert any(section.lower() in h.lower() for h in headings), section
+    assert "tqdm" in text and "report_metric" in text and "gradelib.budget(" in text
+    assert "cuda" not in text.replace("gradelib.device()", ""), "pick the device with gradelib.device()"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_colab_install_uses_the_repository_url_from_pyproject(name):
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    text = (ROOT / "course" / name / f"{name}.ipynb").read_text()
+    assert f"gradelib @ git+{url}" in text
