@@ -61,9 +61,22 @@ def _sdpa_variants(q, k, v, mask):
     return variants
 
 
+def _same_with_nans(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> bool:
+    """Equal up to ``atol``, with NaN in exactly the same places (a fully masked row gives NaN)."""
+    if type(a) is not torch.Tensor or tuple(a.shape) != tuple(b.shape):
+        return False
+    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    return _equal(nan_a, nan_b) and close(torch.nan_to_num(a.detach().double()), torch.nan_to_num(b.double()), atol)
+
+
 def _sdpa_case(fn, q, k, v, mask=None) -> str | None:
     out, weights = unpack_pair(fn(q, k, v, mask) if mask is not None else fn(q, k, v), "scaled_dot_product_attention")
     want_out, want_w = ref.scaled_dot_product_attention(q, k, v, mask)
+    if mask is not None:
+        # An inverted causal mask leaves the last row with nothing to attend to, hence NaN: match it as is.
+        inverted = torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(mask, float("-inf")), dim=-1)
+        if _same_with_nans(weights, inverted):
+            return "the mask is inverted: True means 'may attend', so fill the positions where mask is False"
     problem = tensor_problem(weights, "weights", want_w.shape) or tensor_problem(out, "output", want_out.shape)
     if problem:
         return problem
@@ -379,12 +392,23 @@ def _kv_case(fn, chunk: int, gen: torch.Generator) -> str | None:
     got = torch.cat(outputs, dim=1)
     if close(got, full, 1e-5):
         return None
+    if chunk > 1 and close(got, _kv_without_mask_in_chunks(mha, x, chunk), 1e-5):
+        return "within a chunk of several new tokens each may only see earlier ones: apply a causal mask inside the chunk"
     first_wrong = next(t for t in range(T) if not close(got[:, t], full[:, t], 1e-5))
     if first_wrong == 0 and chunk == 1:
         return "the first token is already wrong: it must attend to itself (append its k, v before attending)"
-    if chunk > 1 and close(got[:, :1], full[:, :1], 1e-5):
-        return "within a chunk of several new tokens each may only see earlier ones: apply a causal mask inside the chunk"
     return f"differs from full causal attention from token {first_wrong} on (max error {max_abs_diff(got, full):.3g})"
+
+
+def _kv_without_mask_in_chunks(mha, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The output of a cache whose new tokens all see each other (no causal mask inside a chunk)."""
+    q, k, v = (ref.split_heads(w(x), mha.num_heads) for w in (mha.w_q, mha.w_k, mha.w_v))
+    outputs = []
+    for start in range(0, x.shape[1], chunk):
+        end = min(start + chunk, x.shape[1])
+        heads, _ = ref.scaled_dot_product_attention(q[:, :, start:end], k[:, :, :end], v[:, :, :end])
+        outputs.append(mha.w_o(ref.merge_heads(heads)))
+    return torch.cat(outputs, dim=1)
 
 
 def check_kv_cache_decode_step(fn: Callable, points: float = 3, seed: int = 0) -> float:
