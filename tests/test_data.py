@@ -1,0 +1,267 @@
+"""Tests for gradelib.data: offline, deterministic datasets."""
+
+import collections
+import itertools
+import re
+import socket
+
+import pytest
+import torch
+
+from gradelib import data
+
+# -----------------------------------------------------------------------------
+# Digits
+
+
+@pytest.mark.parametrize("split, expected_size", [("train", 1437), ("test", 360), ("all", 1797)])
+def test_digits_shapes_dtypes_and_ranges(split, expected_size):
+    images, labels = data.load_digits_dataset(split)
+    assert images.shape == (expected_size, 1, 8, 8) and images.dtype == torch.float32
+    assert labels.shape == (expected_size,) and labels.dtype == torch.int64
+    assert images.min() == 0.0 and images.max() == 1.0
+    assert set(labels.tolist()) == set(range(10))
+
+
+def test_digits_split_is_fixed_disjoint_and_stratified():
+    train_images, train_labels = data.load_digits_dataset("train")
+    test_images, test_labels = data.load_digits_dataset("test")
+    all_images, all_labels = data.load_digits_dataset("all")
+
+    again_images, again_labels = data.load_digits_dataset("train")
+    assert torch.equal(train_images, again_images) and torch.equal(train_labels, again_labels)
+
+    # train + test is exactly the full dataset (as a multiset of image/label rows).
+    def rows(images, labels):
+        return collections.Counter(
+            (image.numpy().tobytes(), label) for image, label in zip(images, labels.tolist())
+        )
+
+    assert rows(train_images, train_labels) + rows(test_images, test_labels) == rows(all_images, all_labels)
+
+    all_counts = torch.bincount(all_labels, minlength=10)
+    test_counts = torch.bincount(test_labels, minlength=10)
+    assert ((test_counts - data.DIGITS_TEST_FRACTION * all_counts).abs() <= 1).all()
+
+
+def test_digits_binarize():
+    images, _ = data.load_digits_dataset("test")
+    binary, _ = data.load_digits_dataset("test", binarize=True)
+    assert binary.dtype == torch.float32
+    assert set(binary.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(binary, (images > 0.5).float())
+
+
+def test_digits_callers_cannot_corrupt_the_cache():
+    images, _ = data.load_digits_dataset("all")
+    images.zero_()
+    assert data.load_digits_dataset("all")[0].max() == 1.0
+
+
+def test_digits_rejects_unknown_split():
+    with pytest.raises(ValueError):
+        data.load_digits_dataset("validation")
+
+
+# -----------------------------------------------------------------------------
+# 2-D toy distributions
+
+
+@pytest.mark.parametrize("name", data.TOY2D_NAMES)
+def test_toy2d_shape_scale_and_determinism(name):
+    points = data.toy2d(name, 2000, seed=3)
+    assert points.shape == (2000, 2) and points.dtype == torch.float32
+    assert torch.isfinite(points).all()
+    assert (points.mean(dim=0).abs() < 0.3).all()
+    assert ((points.std(dim=0) > 0.5) & (points.std(dim=0) < 1.6)).all()
+    assert torch.equal(points, data.toy2d(name, 2000, seed=3))
+    assert not torch.equal(points, data.toy2d(name, 2000, seed=4))
+
+
+def test_toy2d_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for name in data.TOY2D_NAMES:
+        data.toy2d(name, 10)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_ring8_modes_are_separated_and_all_covered():
+    assert data.RING8_CENTERS.shape == (8, 2) and data.RING8_CENTERS.dtype == torch.float32
+    assert torch.allclose(data.RING8_CENTERS.norm(dim=1), torch.full((8,), 2.0))
+    centre_distances = torch.cdist(data.RING8_CENTERS, data.RING8_CENTERS) + 100 * torch.eye(8)
+    assert centre_distances.min() > 20 * data.RING8_STD
+
+    points = data.toy2d("ring8", 4000)
+    distances = torch.cdist(points, data.RING8_CENTERS)
+    assert (distances.min(dim=1).values < 6 * data.RING8_STD).all()
+    assert torch.bincount(distances.argmin(dim=1), minlength=8).min() > 350
+
+
+def test_toy2d_rejects_unknown_name():
+    with pytest.raises(ValueError):
+        data.toy2d("banana", 10)
+
+
+# -----------------------------------------------------------------------------
+# Captioned shapes
+
+
+def test_held_out_combinations_allow_compositional_generalisation():
+    held_out = set(data.HELD_OUT_COMBINATIONS)
+    train = set(data.TRAIN_COMBINATIONS)
+    assert len(held_out) == len(data.HELD_OUT_COMBINATIONS) == 6
+    assert held_out <= set(itertools.product(data.SHAPES, data.COLOURS, data.POSITIONS))
+    assert len(train) == 30 and not train & held_out
+
+    # Every single attribute value appears in training ...
+    for axis, values in enumerate((data.SHAPES, data.COLOURS, data.POSITIONS)):
+        assert {combo[axis] for combo in train} == set(values)
+    # ... and so does every pair of attribute values that a held-out triple contains.
+    for first, second in itertools.combinations(range(3), 2):
+        train_pairs = {(combo[first], combo[second]) for combo in train}
+        for combo in held_out:
+            assert (combo[first], combo[second]) in train_pairs, (combo, first, second)
+
+
+def test_caption_for():
+    assert data.caption_for("circle", "red", "top left") == "a red circle at the top left"
+    with pytest.raises(ValueError):
+        data.caption_for("hexagon", "red", "top left")
+
+
+@pytest.mark.parametrize("image_size", [16, 32, 64])
+def test_captioned_shapes_shapes_dtypes_and_ranges(image_size):
+    batch = data.captioned_shapes(50, image_size=image_size, split="all", seed=1)
+    assert len(batch) == 50 and len(batch.captions) == 50
+    assert batch.images.shape == (50, 3, image_size, image_size) and batch.images.dtype == torch.float32
+    assert batch.images.min() >= 0.0 and batch.images.max() <= 1.0
+    for labels in (batch.shape, batch.colour, batch.position):
+        assert labels.shape == (50,) and labels.dtype == torch.int64
+    # Not all black: every image has a bright shape.
+    assert (batch.images.amax(dim=(1, 2, 3)) >= 0.8).all()
+
+
+def test_captioned_shapes_determinism():
+    first = data.captioned_shapes(64, seed=7)
+    second = data.captioned_shapes(64, seed=7)
+    other = data.captioned_shapes(64, seed=8)
+    assert torch.equal(first.images, second.images) and first.captions == second.captions
+    assert not torch.equal(first.images, other.images)
+
+
+def test_same_combination_with_different_seeds_differs():
+    # The held-out split has only 6 combinations, so each appears in any 60-image batch.
+    first = data.captioned_shapes(60, split="heldout", seed=0)
+    second = data.captioned_shapes(60, split="heldout", seed=1)
+    for caption in {data.caption_for(*combo) for combo in data.HELD_OUT_COMBINATIONS}:
+        image_a = first.images[first.captions.index(caption)]
+        image_b = second.images[second.captions.index(caption)]
+        assert not torch.equal(image_a, image_b), caption
+
+
+_CAPTION = re.compile(r"a (\w+) (\w+) at the (top left|top right|bottom left|bottom right)")
+
+
+@pytest.mark.parametrize("split", ["train", "heldout", "all"])
+def test_captions_and_labels_agree_with_split(split):
+    batch = data.captioned_shapes(500, split=split, seed=2)
+    allowed = {"train": data.TRAIN_COMBINATIONS, "heldout": data.HELD_OUT_COMBINATIONS,
+               "all": data.ALL_COMBINATIONS}[split]
+    seen = set()
+    for caption, shape, colour, position in zip(batch.captions, batch.shape, batch.colour, batch.position):
+        colour_name, shape_name, position_name = _CAPTION.fullmatch(caption).groups()
+        combo = (shape_name, colour_name, position_name)
+        assert combo == (data.SHAPES[shape], data.COLOURS[colour], data.POSITIONS[position])
+        seen.add(combo)
+    assert seen == set(allowed)  # uniform sampling hits every allowed combination in 500 draws
+
+
+def test_images_match_their_labels():
+    batch = data.captioned_shapes(300, split="all", seed=3, image_size=32)
+    half = 16
+    for image, colour, position in zip(batch.images, batch.colour.tolist(), batch.position.tolist()):
+        # Only the labelled colour channel is lit ...
+        other_channels = [c for c in range(3) if c != colour]
+        assert image[other_channels].max() == 0.0 and image[colour].max() >= 0.8
+        # ... and only inside the labelled quadrant.
+        rows = slice(0, half) if position in (0, 1) else slice(half, None)
+        cols = slice(0, half) if position in (0, 2) else slice(half, None)
+        outside = image[colour].clone()
+        outside[rows, cols] = 0.0
+        assert outside.max() < 1e-4
+    # Shapes differ in area the way they should: square > circle (pi/4) > triangle (1/2).
+    ink = batch.images.sum(dim=(1, 2, 3))
+    mean_ink = [ink[batch.shape == s].mean() for s in range(3)]
+    assert mean_ink[1] > mean_ink[0] > mean_ink[2]
+
+
+def test_captioned_shapes_rejects_unknown_split():
+    with pytest.raises(ValueError):
+        data.captioned_shapes(4, split="test")
+
+
+# -----------------------------------------------------------------------------
+# Text corpus and tokenizer
+
+
+def test_text_corpus_is_large_ascii_english():
+    text = data.text_corpus()
+    assert len(text) >= 1_000_000
+    assert text.isascii()
+    letters = sum(ch.isalpha() for ch in text)
+    assert letters / len(text) > 0.6
+    words = collections.Counter(text.lower().split())
+    assert words["the"] > 5000 and words["return"] > 500
+
+
+def test_text_splits():
+    train, val = data.text_splits()
+    text = data.text_corpus()
+    assert train + val == text
+    assert abs(len(val) - 0.1 * len(text)) <= 1
+    train, val = data.text_splits(val_fraction=0.25)
+    assert abs(len(val) - 0.25 * len(text)) <= 1
+    with pytest.raises(ValueError):
+        data.text_splits(val_fraction=1.0)
+
+
+def test_char_tokenizer_round_trip():
+    text = data.text_corpus()
+    tokenizer = data.CharTokenizer.from_text(text)
+    assert tokenizer.chars == sorted(set(text))
+    assert 60 <= tokenizer.vocab_size <= 100
+    sample = text[10_000:12_000]
+    ids = tokenizer.encode(sample)
+    assert ids.shape == (len(sample),) and ids.dtype == torch.int64
+    assert ids.min() >= 0 and ids.max() < tokenizer.vocab_size
+    assert tokenizer.decode(ids) == sample
+    assert tokenizer.decode(ids.tolist()) == sample
+    assert data.CharTokenizer.from_text("hello").encode("hole").tolist() == [1, 3, 2, 0]  # vocab: e h l o
+    with pytest.raises(KeyError):
+        data.CharTokenizer.from_text("abc").encode("abd")
+
+
+# -----------------------------------------------------------------------------
+# Offline guarantee
+
+
+def test_nothing_touches_the_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("gradelib.data tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    # Clear caches so the files are really read while the network is blocked.
+    data.text_corpus.cache_clear()
+    data._digits_arrays.cache_clear()
+
+    data.load_digits_dataset("train")
+    for name in data.TOY2D_NAMES:
+        data.toy2d(name, 10)
+    data.captioned_shapes(10, split="all")
+    data.text_splits()
+    data.CharTokenizer.from_text(data.text_corpus())
