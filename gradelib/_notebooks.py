@@ -78,8 +78,14 @@ def execute_notebook(path: Path, *, profile: str, timeout: int = 900, allow_erro
     return nb, seconds
 
 
+def run_nbgrader(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run nbgrader with this Python. nbgrader itself shells out to `alembic`, found on PATH, so the
+    folder of this interpreter's scripts (the venv's bin/) goes first on PATH even when it is not activated."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=cwd, env=env, **kwargs)
+
+
 def generate_assignment(root: Path, assignment: str) -> None:
     """Regenerate course/<assignment>/ from solutions/<assignment>/ with nbgrader's own generate_assignment."""
-    command = [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force", "--create",
-               "--log-level=WARN"]
-    subprocess.run(command, cwd=root, check=True)
+    run_nbgrader(["generate_assignment", assignment, "--force", "--create"], cwd=root, check=True)

@@ -31,17 +31,22 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def keep_checked_outputs(nb) -> None:
-    """Drop every output except those of cells that nbval compares; clear execution counts."""
+    """Keep only the outputs of cells that nbval compares, numbered 1, 2, 3 … so that rerunning
+    changes nothing (nbval treats a cell with outputs but no execution count as unrun)."""
+    checked = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        if _notebooks.CHECK_OUTPUT_MARK not in cell.source:
-            cell.outputs = []
-        cell.execution_count = None
-        for output in cell.get("outputs", []):
-            if "execution_count" in output:
-                output["execution_count"] = None
         cell.metadata.pop("execution", None)
+        if _notebooks.CHECK_OUTPUT_MARK in cell.source:
+            checked += 1
+            cell.execution_count = checked
+        else:
+            cell.outputs = []
+            cell.execution_count = None
+        for output in cell.outputs:
+            if "execution_count" in output:
+                output["execution_count"] = cell.execution_count
 
 
 def _store_outputs(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from gradelib._notebooks import run_nbgrader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,10 +12,9 @@ def assignment_names() -> list[str]:
     return sorted(p.name for p in (ROOT / "solutions").iterdir() if (p / f"{p.name}.ipynb").exists())
 
 
-def nbgrader(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def nbgrader(*args: str, cwd: Path):
     """Run an nbgrader command in a course folder; fail the test with its output if it fails."""
-    result = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=cwd,
-                            capture_output=True, text=True)
+    result = run_nbgrader(list(args), cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

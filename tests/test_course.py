@@ -50,9 +50,10 @@ def test_solution_notebook_keeps_only_checked_outputs(name):
         if "# NBVAL_CHECK_OUTPUT" in cell.source:
             assert cell.outputs, f"a checked cell has no stored output: run `gradelib store-outputs {name}`"
             assert all(o.output_type == "stream" and o.name == "stdout" for o in cell.outputs)
+            assert cell.execution_count is not None, "nbval skips checked cells without an execution count"
         else:
             assert not cell.outputs, "only cells marked # NBVAL_CHECK_OUTPUT keep outputs"
-        assert cell.execution_count is None
+            assert cell.execution_count is None
     assert (ROOT / "solutions" / name / f"{name}.ipynb").stat().st_size < 200_000
 
 
