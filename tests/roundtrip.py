@@ -1,0 +1,76 @@
+"""The nbgrader round trip as a reusable helper: submit notebooks, autograde, feedback, export.
+
+Each assignment's test module builds its submissions (the solution, the untouched student version,
+and one with plausible bugs) and asserts on the scores and the feedback.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from conftest import ROOT, nbgrader
+
+
+@dataclass
+class Graded:
+    seconds: float
+    max_score: float
+    totals: dict[str, float]            # student -> total score
+    cells: dict[str, dict[str, float]]  # student -> grade_id -> score
+    cell_max: dict[str, float]          # grade_id -> points
+    feedback: dict[str, str]            # student -> feedback HTML
+
+
+def solution_path(assignment: str) -> Path:
+    return ROOT / "solutions" / assignment / f"{assignment}.ipynb"
+
+
+def with_edits(assignment: str, edits: dict[str, tuple[str, str]]):
+    """A submission: the solution with `old` replaced by `new` in the cells named by grade_id."""
+    nb = nbformat.read(solution_path(assignment), as_version=4)
+    pending = dict(edits)
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in pending:
+            old, new = pending.pop(grade_id)
+            assert old in cell.source, f"{grade_id}: {old!r} not found"
+            cell.source = cell.source.replace(old, new)
+    assert not pending, f"no cells named {sorted(pending)}"
+    return nb
+
+
+def grade(course: Path, assignment: str, submissions: dict[str, nbformat.NotebookNode]) -> Graded:
+    """Autograde ``submissions`` (student -> notebook) in the released ``course``; gather the results."""
+    for student, nb in submissions.items():
+        folder = course / "submitted" / student / assignment
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / f"{assignment}.ipynb")
+    start = time.perf_counter()
+    nbgrader("autograde", assignment, "--create", "--force", cwd=course)
+    seconds = time.perf_counter() - start
+    nbgrader("generate_feedback", assignment, "--force", cwd=course)
+    nbgrader("export", cwd=course)
+    with open(course / "grades.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row["assignment"] == assignment and row["student_id"] in submissions]
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        cells = {s: {g.name: g.score for g in gradebook.find_submission_notebook(assignment, assignment, s).grades}
+                 for s in submissions}
+        cell_max = {c.name: c.max_score for c in gradebook.find_notebook(assignment, assignment).grade_cells}
+    feedback = {s: (course / "feedback" / s / assignment / f"{assignment}.html").read_text() for s in submissions}
+    return Graded(seconds=seconds, max_score=float(rows[0]["max_score"]),
+                  totals={row["student_id"]: float(row["score"]) for row in rows},
+                  cells=cells, cell_max=cell_max, feedback=feedback)
+
+
+def released_notebook(course: Path, assignment: str):
+    return nbformat.read(course / "course" / assignment / f"{assignment}.ipynb", as_version=4)
