@@ -4,6 +4,11 @@
     gradelib release --all            every assignment
     gradelib store-outputs NOTEBOOK   run a solution notebook (quick profile) and keep only the outputs
                                       of cells marked "# NBVAL_CHECK_OUTPUT", which nbval compares
+    gradelib grade 01_attention --submissions DIR [--workers N] [--shard i/N]
+                                      autograde every student, each in its own process, under time and
+                                      memory limits; writes the gradebook, feedback and a CSV with a status
+    gradelib check NOTEBOOK           a student's self-check: run the notebook (quick profile) and print the
+                                      score each exercise's visible tests give, and the total
     gradelib bench [NOTEBOOK ...]     same as `python -m gradelib.bench`
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -60,6 +66,49 @@ def _store_outputs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grade(args: argparse.Namespace) -> int:
+    from gradelib import grading
+
+    root = _notebooks.project_root()
+    submissions = grading.find_submissions(args.submissions.resolve(), args.assignment)
+    if not submissions:
+        print(f"no submissions of {args.assignment} under {args.submissions}", file=sys.stderr)
+        return 2
+    chosen = grading.shard(sorted(submissions), args.shard)
+    limits = grading.Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.timeout, memory_gb=args.memory_gb)
+    start = time.monotonic()
+    results = grading.grade_batch(root, args.assignment, {s: submissions[s] for s in chosen}, workers=args.workers, limits=limits)
+    suffix = f"-shard-{args.shard.replace('/', '-of-')}" if args.shard else ""
+    csv_path = args.csv or root / f"grades-{args.assignment}{suffix}.csv"
+    grading.write_csv(results, csv_path)
+    print(grading.summary_table(results))
+    print(f"\n{len(results)} submissions in {time.monotonic() - start:.0f} s with {args.workers} worker(s); "
+          f"scores in {csv_path}, feedback in feedback/<student>/{args.assignment}/")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from nbgrader.utils import determine_grade, is_grade
+
+    path = args.notebook.resolve()
+    nb, seconds = _notebooks.execute_notebook(path, profile="quick", allow_errors=True, timeout=args.cell_timeout)
+    rows, total, maximum = [], 0.0, 0.0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not is_grade(cell):
+            continue
+        score, points = determine_grade(cell)
+        score = 0.0 if score is None else float(score)
+        rows.append((cell.metadata.nbgrader.grade_id, score, points))
+        total, maximum = total + score, maximum + points
+    width = max((len(r[0]) for r in rows), default=10)
+    for grade_id, score, points in rows:
+        mark = "✓" if score == points else "✗"
+        print(f"{mark} {grade_id:<{width}}  {score:g} / {points:g}")
+    print(f"\ntotal from the visible tests: {total:g} / {maximum:g}   ({seconds:.0f} s, quick profile)")
+    print("The autograder also runs hidden tests, and marks concept questions for correctness.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradelib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     store = commands.add_parser("store-outputs", help="refresh the outputs nbval compares in solution notebooks")
     store.add_argument("notebooks", nargs="+")
     store.set_defaults(run=_store_outputs)
+
+    grade = commands.add_parser("grade", help="autograde a batch of submissions robustly (thin over nbgrader)")
+    grade.add_argument("assignment")
+    grade.add_argument("--submissions", type=Path, required=True,
+                       help="folder with STUDENT/ASSIGNMENT/ASSIGNMENT.ipynb (nbgrader's layout) or STUDENT.ipynb files")
+    grade.add_argument("--workers", type=int, default=1, help="submissions graded at once, each in its own process")
+    grade.add_argument("--shard", default=None, help="grade only shard i/N of the students (1-based), e.g. 2/8")
+    grade.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell before it is interrupted")
+    grade.add_argument("--timeout", type=int, default=900, help="seconds per notebook before its processes are killed")
+    grade.add_argument("--memory-gb", type=float, default=4.0, help="memory cap of one grading process tree")
+    grade.add_argument("--csv", type=Path, default=None, help="where to write the scores (default grades-ASSIGNMENT.csv)")
+    grade.set_defaults(run=_grade)
+
+    check = commands.add_parser("check", help="self-check a notebook: the score its visible tests give")
+    check.add_argument("notebook", type=Path)
+    check.add_argument("--cell-timeout", type=int, default=600)
+    check.set_defaults(run=_check)
 
     bench = commands.add_parser("bench", help="time solution notebooks and collect their metrics", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)

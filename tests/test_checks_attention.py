@@ -1,6 +1,7 @@
 """Every attention check accepts the reference and rejects plausible wrong answers with a diagnosis."""
 
 import math
+import types
 
 import pytest
 import torch
@@ -9,6 +10,13 @@ import torch.nn as nn
 from gradelib.checks import CheckFailed, attention as checks
 from gradelib.checks.answers import check_answer, check_answer_form
 from gradelib.reference import attention as ref
+
+
+def own_copy(function):
+    """The reference's code as a separate function object: what a student who wrote the same code would submit."""
+    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__)
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
 
 
 def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
@@ -37,7 +45,7 @@ def sdpa_template(q, k, v, mask=None, *, scale=None, softmax_dim=-1, invert_mask
 
 @pytest.mark.parametrize("seed", [0, 7])
 def test_sdpa_accepts_reference(seed, capsys):
-    assert checks.check_scaled_dot_product_attention(ref.scaled_dot_product_attention, points=3, seed=seed) == 3.0
+    assert checks.check_scaled_dot_product_attention(own_copy(ref.scaled_dot_product_attention), points=3, seed=seed) == 3.0
     assert "✗" not in capsys.readouterr().out
 
 
@@ -79,7 +87,7 @@ def test_partial_credit_is_proportional_to_passing_cases(capsys):
 
 
 def test_causal_mask_accepts_reference():
-    assert checks.check_causal_mask(ref.causal_mask, points=1) == 1.0
+    assert checks.check_causal_mask(own_copy(ref.causal_mask), points=1) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -113,7 +121,7 @@ def pe_template(P, d, *, swap=False, exponent_per_column=False, halves=False):
 
 
 def test_positional_encoding_accepts_reference():
-    assert checks.check_sinusoidal_positional_encoding(ref.sinusoidal_positional_encoding, points=2) == 2.0
+    assert checks.check_sinusoidal_positional_encoding(own_copy(ref.sinusoidal_positional_encoding), points=2) == 2.0
 
 
 @pytest.mark.parametrize(
@@ -162,7 +170,7 @@ class MHATemplate(nn.Module):
 
 def test_mha_template_is_correct_by_default():
     assert checks.check_multi_head_attention(MHATemplate, points=3) == 3.0
-    assert checks.check_multi_head_attention(ref.MultiHeadAttention, points=3, seed=5) == 3.0
+    assert checks.check_multi_head_attention(MHATemplate, points=3, seed=5) == 3.0
 
 
 @pytest.mark.parametrize(
@@ -211,7 +219,7 @@ def rope_template(x, positions=None, *, sign=1.0, half_split=False, ignore_posit
 
 def test_rope_template_and_reference_pass():
     assert checks.check_apply_rope(rope_template, points=2) == 2.0
-    assert checks.check_apply_rope(ref.apply_rope, points=2, seed=3) == 2.0
+    assert checks.check_apply_rope(own_copy(ref.apply_rope), points=2, seed=3) == 2.0
 
 
 @pytest.mark.parametrize(
@@ -257,7 +265,7 @@ def kv_template(mha, x_new, cache, *, attend_before_append=False, causal_in_chun
 
 
 def test_kv_cache_accepts_reference_and_template():
-    assert checks.check_kv_cache_decode_step(ref.kv_cache_decode_step, points=3) == 3.0
+    assert checks.check_kv_cache_decode_step(own_copy(ref.kv_cache_decode_step), points=3) == 3.0
     assert checks.check_kv_cache_decode_step(kv_template, points=3, seed=4) == 3.0
 
 
@@ -300,3 +308,43 @@ def test_rebinding_torch_allclose_does_not_fool_a_check(monkeypatch, capsys):
     monkeypatch.setattr(torch, "equal", lambda *a, **k: True)
     wrong = lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, scale=1.0)  # noqa: E731
     assert_rejected(checks.check_scaled_dot_product_attention, wrong, capsys, "scaling missing")
+
+
+@pytest.mark.parametrize(
+    ("check", "answer"),
+    [(checks.check_scaled_dot_product_attention, ref.scaled_dot_product_attention),
+     (checks.check_causal_mask, lambda T, device=None: ref.causal_mask(T, device)),
+     (checks.check_sinusoidal_positional_encoding, ref.sinusoidal_positional_encoding),
+     (checks.check_multi_head_attention, ref.MultiHeadAttention),
+     (checks.check_apply_rope, lambda x, positions=None: ref.apply_rope(x, positions)),
+     (checks.check_kv_cache_decode_step, ref.kv_cache_decode_step)],
+    ids=["sdpa", "causal", "pe", "mha", "rope", "kv"],
+)
+def test_answers_that_call_the_reference_score_zero(check, answer, capsys):
+    with pytest.raises(CheckFailed) as failure:
+        check(answer)
+    assert failure.value.score == 0
+    printed = capsys.readouterr().out
+    assert "gradelib.reference" in printed and ": 0 / " in printed
+
+
+def test_mha_wrapping_the_reference_is_caught(capsys):
+    class Wrapper(nn.Module):
+        def __init__(self, d_model, num_heads):
+            super().__init__()
+            self.inner = ref.MultiHeadAttention(d_model, num_heads)
+            self.w_q, self.w_k, self.w_v, self.w_o = self.inner.w_q, self.inner.w_k, self.inner.w_v, self.inner.w_o
+
+        def forward(self, query, key, value, mask=None):
+            return self.inner(query, key, value, mask)
+
+    assert_rejected(checks.check_multi_head_attention, Wrapper, capsys, "gradelib.reference")
+
+
+def test_check_modules_cannot_be_rebound():
+    import gradelib.checks._core as core
+
+    with pytest.raises(AttributeError, match="read-only"):
+        checks.check_causal_mask = lambda *a, **k: 1.0
+    with pytest.raises(AttributeError, match="read-only"):
+        core.run_check = lambda *a, **k: 1.0

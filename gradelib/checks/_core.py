@@ -17,7 +17,10 @@ Checks never write to stderr: a stray warning would score the cell 0.
 from __future__ import annotations
 
 import math
+import sys
+import types
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -33,7 +36,53 @@ Case = tuple[str, Callable[[], "str | None"]]
 
 
 class CheckFailed(AssertionError):
-    """Raised by a check when at least one of its cases failed."""
+    """Raised by a check when at least one of its cases failed; ``score`` is the partial score in points."""
+
+    def __init__(self, message: str, score: float = 0.0):
+        super().__init__(message)
+        self.score = score
+
+
+class ReferenceUsed(Exception):
+    """The answer ran gradelib.reference's implementation of the very exercise being graded."""
+
+
+class ReadOnlyModule(types.ModuleType):
+    """A module whose attributes cannot be rebound from outside, e.g. ``checks.check_x = lambda *a: 1.0``."""
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{self.__name__} is read-only while grading: cannot rebind {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"{self.__name__} is read-only while grading: cannot delete {name!r}")
+
+
+def make_read_only(module_name: str) -> None:
+    """Freeze a gradelib module's attributes (call at the end of the module)."""
+    sys.modules[module_name].__class__ = ReadOnlyModule
+
+
+@contextmanager
+def forbid(*functions, exercise: str):
+    """Fail with ReferenceUsed if any of ``functions`` (the reference for this exercise) runs inside the block.
+
+    Wrap only the call into the student's code: the check itself may use the reference outside it.
+    """
+    codes = {id(f.__code__): f.__code__ for f in functions if hasattr(f, "__code__")}
+    caught: list[str] = []
+    previous = sys.getprofile()
+
+    def watch(frame, event, arg):
+        if event == "call" and id(frame.f_code) in codes:
+            caught.append(frame.f_code.co_name)
+
+    sys.setprofile(watch)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+    if caught:
+        raise ReferenceUsed(f"your answer calls gradelib.reference's {caught[0]}: the {exercise} must be your own code")
 
 
 @dataclass(frozen=True)
@@ -41,6 +90,7 @@ class CaseResult:
     name: str
     passed: bool
     diagnosis: str = ""
+    used_reference: bool = False
 
 
 def run_check(title: str, cases: Sequence[Case], points: float) -> float:
@@ -51,14 +101,15 @@ def run_check(title: str, cases: Sequence[Case], points: float) -> float:
     """
     results = [_run_case(name, case) for name, case in cases]
     passed = sum(result.passed for result in results)
-    score = round(points * passed / len(results), 2)
+    # Calling the reference for the graded exercise earns nothing, whatever else passed.
+    score = 0.0 if any(r.used_reference for r in results) else round(points * passed / len(results), 2)
     print(format_table(title, results, score, points))
     if passed == len(results):
         return float(points)
     if score > 0:
         _publish_score(score)
     failed = len(results) - passed
-    raise CheckFailed(f"{failed} of {len(results)} checks failed for {title}: see the table above.")
+    raise CheckFailed(f"{failed} of {len(results)} checks failed for {title}: see the table above.", score)
 
 
 def _run_case(name: str, case: Callable[[], "str | None"]) -> CaseResult:
@@ -69,6 +120,8 @@ def _run_case(name: str, case: Callable[[], "str | None"]) -> CaseResult:
             diagnosis = case()
     except NotImplementedError:
         diagnosis = "not implemented yet (the function still raises NotImplementedError)"
+    except ReferenceUsed as error:
+        return CaseResult(name, False, str(error), used_reference=True)
     except Exception as error:  # the student's code raised: report it as a diagnosis, not a crash
         diagnosis = f"raised {type(error).__name__}: {_shorten(str(error))}"
     return CaseResult(name, diagnosis is None, diagnosis or "")
@@ -143,3 +196,6 @@ def unpack_pair(result: object, what: str) -> tuple[object, object]:
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise TypeError(f"{what} should return a pair (output, weights), got {type(result).__name__}")
     return result[0], result[1]
+
+
+make_read_only(__name__)

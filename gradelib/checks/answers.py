@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-from gradelib.checks._core import run_check
+from gradelib.checks._core import make_read_only, run_check
 
 KINDS = ("choice", "integer", "number", "indices")
 
@@ -66,3 +66,6 @@ def check_answer(label: str, answer: object, *, expected: object, kind: str, poi
         return None if ok else "not the expected answer"
 
     return run_check(label, [("answer", is_correct)], points)
+
+
+make_read_only(__name__)

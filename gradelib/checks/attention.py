@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from gradelib.checks._core import close, first_match, max_abs_diff, run_check, tensor_problem, unpack_pair
+from gradelib.checks._core import ReferenceUsed, close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem, unpack_pair
 from gradelib.reference import attention as ref
 
 _softmax = torch.softmax
@@ -70,7 +70,9 @@ def _same_with_nans(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> boo
 
 
 def _sdpa_case(fn, q, k, v, mask=None) -> str | None:
-    out, weights = unpack_pair(fn(q, k, v, mask) if mask is not None else fn(q, k, v), "scaled_dot_product_attention")
+    with forbid(ref.scaled_dot_product_attention, exercise="attention"):
+        result = fn(q, k, v, mask) if mask is not None else fn(q, k, v)
+    out, weights = unpack_pair(result, "scaled_dot_product_attention")
     want_out, want_w = ref.scaled_dot_product_attention(q, k, v, mask)
     if mask is not None:
         # An inverted causal mask leaves the last row with nothing to attend to, hence NaN: match it as is.
@@ -136,7 +138,8 @@ def check_scaled_dot_product_attention(fn: Callable, points: float = 3, seed: in
 
 
 def _causal_case(fn, T: int) -> str | None:
-    mask = fn(T)
+    with forbid(ref.causal_mask, exercise="causal mask"):
+        mask = fn(T)
     want = ref.causal_mask(T)
     if type(mask) is not torch.Tensor:
         return f"causal_mask should return a torch.Tensor, got {type(mask).__name__}"
@@ -186,7 +189,8 @@ def _pe_variants(P: int, d: int):
 
 
 def _pe_case(fn, P: int, d: int) -> str | None:
-    pe = fn(P, d)
+    with forbid(ref.sinusoidal_positional_encoding, exercise="positional encoding"):
+        pe = fn(P, d)
     problem = tensor_problem(pe, "encoding", (P, d))
     if problem:
         return problem
@@ -250,7 +254,10 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
     with torch.no_grad():
         for p in torch_mha.parameters():
             p.copy_(_randn(p.shape, generator=gen) * 0.3)
-    student = cls(d_model, num_heads)
+    if issubclass(cls, ref.MultiHeadAttention):
+        raise ReferenceUsed("your class subclasses gradelib.reference's MultiHeadAttention: the module must be your own code")
+    with forbid(ref.MultiHeadAttention.__init__, exercise="multi-head attention"):
+        student = cls(d_model, num_heads)
     for name in ("w_q", "w_k", "w_v", "w_o"):
         if not isinstance(getattr(student, name, None), torch.nn.Linear):
             return f"{cls.__name__} needs an nn.Linear attribute {name} (d_model -> d_model)"
@@ -267,7 +274,9 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
     elif mask_kind == "padding":
         mask = _random_mask((B, 1, 1, T_k), gen)
     with torch.no_grad():
-        out, weights = unpack_pair(student(query, key, key, mask=mask) if mask is not None else student(query, key, key), "forward")
+        with forbid(ref.MultiHeadAttention.forward, exercise="multi-head attention"):
+            result = student(query, key, key, mask=mask) if mask is not None else student(query, key, key)
+        out, weights = unpack_pair(result, "forward")
         # nn.MultiheadAttention takes a boolean mask with True = *not* allowed: hence the ~.
         torch_mask = None if mask is None else ~mask.expand(B, num_heads, T_q, T_k).reshape(B * num_heads, T_q, T_k)
         want_out, want_w = torch_mha(query, key, key, attn_mask=torch_mask, average_attn_weights=False)
@@ -307,7 +316,8 @@ def _rope_half_split(x, positions):
 
 
 def _rope_case(fn, x: torch.Tensor, positions: torch.Tensor | None) -> str | None:
-    got = fn(x, positions) if positions is not None else fn(x)
+    with forbid(ref.apply_rope, exercise="rotary embedding"):
+        got = fn(x, positions) if positions is not None else fn(x)
     problem = tensor_problem(got, "output", x.shape)
     if problem:
         return problem
@@ -335,7 +345,8 @@ def _rope_relative_case(fn, gen: torch.Generator) -> str | None:
 
     def score(m: int, n: int) -> float:
         positions = torch.tensor([m, n])
-        rotated = fn(torch.stack([q, k]), positions)
+        with forbid(ref.apply_rope, exercise="rotary embedding"):
+            rotated = fn(torch.stack([q, k]), positions)
         problem = tensor_problem(rotated, "output", (2, D))
         if problem:
             raise ValueError(problem)
@@ -377,7 +388,8 @@ def _kv_case(fn, chunk: int, gen: torch.Generator) -> str | None:
         cache, outputs = None, []
         for start in range(0, T, chunk):
             x_new = x[:, start:start + chunk]
-            result = fn(mha, x_new, cache)
+            with forbid(ref.kv_cache_decode_step, exercise="KV-cache step"):
+                result = fn(mha, x_new, cache)
             y, cache = unpack_pair(result, "kv_cache_decode_step")
             problem = tensor_problem(y, "y_new", x_new.shape)
             if problem:
@@ -419,3 +431,6 @@ def check_kv_cache_decode_step(fn: Callable, points: float = 3, seed: int = 0) -
         ("chunks of 3 new tokens", lambda: _kv_case(fn, 3, gen)),
     ]
     return run_check("KV-cache decoding", cases, points)
+
+
+make_read_only(__name__)

@@ -1,0 +1,298 @@
+"""Batch autograding that survives what students submit: a thin layer over nbgrader.
+
+nbgrader does the grading (restoring locked cells, executing, scoring, the gradebook, feedback).
+This module adds what a large class needs around it:
+
+* every submission is autograded in its own ``nbgrader autograde --student`` process, several at a
+  time, each under a wall-clock limit and a memory cap enforced from outside (the whole process tree
+  is killed, so a kernel that ignores interrupts cannot hang the batch);
+* submissions are inspected before grading: unreadable JSON is reported, not crashed on, and edited
+  or deleted locked cells are flagged as ``tampered`` (nbgrader restores them, so the score is as if
+  they had not been touched);
+* the kernel runs in the ``quick`` profile and cannot tell it is being graded: ``NBGRADER_EXECUTION``
+  is removed from its environment, so code that checks for it behaves exactly as it did for the student;
+* one status per student (``ok``, ``timeout``, ``kernel-died``, ``unreadable``, ``tampered``) goes
+  into a CSV next to the scores, and feedback HTML is generated for everyone who was graded.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import psutil
+from jupyter_client.manager import AsyncKernelManager
+
+STATUSES = ("ok", "timeout", "kernel-died", "unreadable", "tampered")
+GRADER_ENV_HIDDEN = ("NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
+
+
+class GradingKernelManager(AsyncKernelManager):
+    """Starts grading kernels in the quick profile, without nbgrader's tell-tale environment variables."""
+
+    async def _async_pre_start_kernel(self, **kw):
+        kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
+        env = dict(kw.get("env") or os.environ)
+        for name in GRADER_ENV_HIDDEN:
+            env.pop(name, None)
+        env["GRADELIB_PROFILE"] = "quick"
+        env.pop("MPLBACKEND", None)
+        kw["env"] = env
+        return kernel_cmd, kw
+
+
+@dataclass
+class Limits:
+    cell_timeout: int = 120        # seconds one cell may run before nbgrader interrupts it
+    notebook_timeout: int = 900    # seconds for the whole notebook before the process tree is killed
+    memory_gb: float = 4.0         # resident memory of the grading process tree before it is killed
+
+
+@dataclass
+class Result:
+    student: str
+    status: str = "ok"
+    score: float = 0.0
+    max_score: float = 0.0
+    seconds: float = 0.0
+    cells: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------
+# Before grading: can we read it, and were locked cells touched?
+
+
+def locked_cells(nb) -> dict[str, str]:
+    """grade_id -> source of every locked cell (tests and read-only instructions) of a notebook."""
+    cells = {}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("locked") or (meta.get("grade") and not meta.get("solution")):
+            cells[meta.get("grade_id", "")] = cell.source
+    return cells
+
+
+def inspect_submission(path: Path, released) -> tuple[object | None, list[str]]:
+    """(notebook or None if unreadable, list of tampering findings) for one submitted file."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as error:  # truncated JSON, wrong format, not a notebook at all
+        return None, [f"unreadable: {type(error).__name__}: {str(error)[:200]}"]
+    submitted = locked_cells(nb)
+    findings = []
+    for grade_id, source in locked_cells(released).items():
+        if grade_id not in submitted:
+            findings.append(f"locked cell {grade_id} was deleted (restored for grading)")
+        elif submitted[grade_id].strip() != source.strip():
+            findings.append(f"locked cell {grade_id} was edited (restored for grading)")
+    return nb, findings
+
+
+# ------------------------------------------------------------------------------------------------
+# Grading one submission in its own process tree
+
+
+def _nbgrader_command(assignment: str, student: str, limits: Limits) -> list[str]:
+    return [
+        sys.executable, "-m", "nbgrader", "autograde", assignment,
+        f"--student={student}", "--create", "--force", "--log-level=INFO",
+        f"--Execute.timeout={limits.cell_timeout}",
+        "--Execute.kernel_manager_class=gradelib.grading.GradingKernelManager",
+        "--OverwriteCells.add_missing_cells=True",
+    ]
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _kill_tree(process: psutil.Process) -> None:
+    procs = [process, *process.children(recursive=True)]
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def run_autograde(root: Path, assignment: str, student: str, limits: Limits, log_dir: Path) -> tuple[str, str]:
+    """Autograde one student under the limits; returns (status, note)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    log_path = log_dir / f"{student}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(_nbgrader_command(assignment, student, limits), cwd=root, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        watched = psutil.Process(process.pid)
+        start, status, note = time.monotonic(), None, ""
+        while process.poll() is None:
+            if time.monotonic() - start > limits.notebook_timeout:
+                status, note = "timeout", f"killed after {limits.notebook_timeout} s"
+            elif _tree_rss(watched) > limits.memory_gb * 2**30:
+                status, note = "kernel-died", f"killed: memory above {limits.memory_gb:g} GB"
+            if status:
+                _kill_tree(watched)
+                break
+            time.sleep(0.2)
+        process.wait()
+    text = log_path.read_text(errors="replace")
+    if status:
+        return status, note
+    if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text.lower():
+        return "kernel-died", "the kernel died while running the notebook"
+    if process.returncode != 0 or "error processing assignment" in text.lower():
+        return "kernel-died", f"nbgrader could not grade it (see {log_path.name})"
+    return "ok", ""
+
+
+# ------------------------------------------------------------------------------------------------
+# The batch
+
+
+def find_submissions(directory: Path, assignment: str) -> dict[str, Path]:
+    """student -> notebook, from nbgrader's layout (DIR/student/assignment/assignment.ipynb) or DIR/student.ipynb."""
+    found = {}
+    for path in sorted(directory.glob(f"*/{assignment}/{assignment}.ipynb")):
+        found[path.parent.parent.name] = path
+    for path in sorted(directory.glob("*.ipynb")):
+        found.setdefault(path.stem, path)
+    return found
+
+
+def shard(students: list[str], spec: str | None) -> list[str]:
+    """Students of shard ``i/N`` (1-based): every N-th student of the sorted list, starting at the i-th."""
+    if not spec:
+        return students
+    index, count = (int(part) for part in spec.split("/"))
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard must be i/N with 1 <= i <= N, got {spec}")
+    return sorted(students)[index - 1::count]
+
+
+def _read_scores(root: Path, assignment: str, result: Result) -> None:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        result.max_score = float(gradebook.find_assignment(assignment).max_score)
+        try:
+            submission = gradebook.find_submission_notebook(assignment, assignment, result.student)
+        except MissingEntry:
+            return
+        result.cells = {grade.name: float(grade.score) for grade in submission.grades}
+        result.score = float(submission.score)
+
+
+def _clear_previous(root: Path, assignment: str, student: str) -> None:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        try:
+            gradebook.remove_submission(assignment, student)
+        except MissingEntry:
+            pass
+    for step in ("autograded", "feedback"):
+        shutil.rmtree(root / step / student / assignment, ignore_errors=True)
+
+
+def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, workers: int = 1,
+                limits: Limits | None = None, progress: bool = True) -> list[Result]:
+    """Autograde ``submissions`` (student -> notebook) in the course at ``root``; one Result per student."""
+    from tqdm.auto import tqdm
+
+    from gradelib import _notebooks
+
+    limits = limits or Limits()
+    released_path = root / "course" / assignment / f"{assignment}.ipynb"
+    if not released_path.exists() or not (root / "gradebook.db").exists():
+        _notebooks.generate_assignment(root, assignment)
+    else:  # make sure the gradebook knows this assignment's cells
+        from nbgrader.api import Gradebook, MissingEntry
+
+        with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+            try:
+                gradebook.find_assignment(assignment)
+            except MissingEntry:
+                _notebooks.generate_assignment(root, assignment)
+    released = nbformat.read(released_path, as_version=4)
+    log_dir = root / "grading-logs" / assignment
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, Result] = {}
+    to_grade: list[str] = []
+    for student, path in submissions.items():
+        result = results[student] = Result(student)
+        nb, findings = inspect_submission(path, released)
+        _clear_previous(root, assignment, student)
+        if nb is None:
+            result.status, result.notes = "unreadable", findings
+            continue
+        target = root / "submitted" / student / assignment
+        target.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, target / f"{assignment}.ipynb")
+        result.notes = findings
+        to_grade.append(student)
+
+    def grade_one(student: str) -> Result:
+        result = results[student]
+        start = time.monotonic()
+        status, note = run_autograde(root, assignment, student, limits, log_dir)
+        result.seconds = round(time.monotonic() - start, 1)
+        if note:
+            result.notes.append(note)
+        if status == "ok" and result.notes:
+            status = "tampered"
+        result.status = status
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(grade_one, student) for student in to_grade]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}", disable=not progress):
+            future.result()
+
+    graded = [s for s in to_grade if (root / "autograded" / s / assignment).exists()]
+    for student in graded:
+        _notebooks.run_nbgrader(["generate_feedback", assignment, f"--student={student}", "--force"], cwd=root,
+                                capture_output=True)
+    for result in results.values():
+        _read_scores(root, assignment, result)
+        if result.status in ("unreadable", "timeout", "kernel-died") and result.student not in graded:
+            result.score, result.cells = 0.0, {}
+    return [results[s] for s in sorted(results)]
+
+
+def write_csv(results: list[Result], path: Path) -> None:
+    cell_names = sorted({name for r in results for name in r.cells})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "status", "score", "max_score", "seconds", *cell_names, "notes"])
+        for r in results:
+            writer.writerow([r.student, r.status, f"{r.score:g}", f"{r.max_score:g}", f"{r.seconds:g}",
+                             *(f"{r.cells[c]:g}" if c in r.cells else "" for c in cell_names), "; ".join(r.notes)])
+
+
+def summary_table(results: list[Result]) -> str:
+    rows = [("student", "status", "score", "seconds", "notes")]
+    rows += [(r.student, r.status, f"{r.score:g} / {r.max_score:g}", f"{r.seconds:g}", "; ".join(r.notes)[:70]) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
+    lines.append(", ".join(f"{n} {status}" for status, n in counts.items() if n))
+    return "\n".join(lines)
