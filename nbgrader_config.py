@@ -13,5 +13,11 @@ c.CourseDirectory.release_directory = "course"
 # set). A cell that trains a small model can still take longer than nbgrader's 30 s default.
 c.Execute.timeout = 300
 
+# The same protections for every way of autograding (Formgrader, `nbgrader autograde`, `gradelib grade`):
+# deleted test cells are put back, and the kernel runs in the quick profile without nbgrader's
+# environment variables, so submitted code cannot tell it is being graded.
+c.OverwriteCells.add_missing_cells = True
+c.Execute.kernel_manager_class = "gradelib.grading.GradingKernelManager"
+
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

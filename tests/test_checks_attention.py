@@ -348,3 +348,23 @@ def test_check_modules_cannot_be_rebound():
         checks.check_causal_mask = lambda *a, **k: 1.0
     with pytest.raises(AttributeError, match="read-only"):
         core.run_check = lambda *a, **k: 1.0
+
+
+def test_published_partial_score_cannot_be_redirected(monkeypatch):
+    """A check publishes partial credit through the display hook bound at import, not the one in place later."""
+    import gradelib.checks._core as core
+
+    published = []
+
+    class Hook:
+        def __call__(self, value):
+            published.append(value)
+
+    hook = Hook()
+    monkeypatch.setitem(vars(core), "_DISPLAYHOOK", (hook, Hook.__call__))
+    hook.__call__ = lambda value: published.append(99.0)  # what a student's rebinding would do
+    Hook.__call__ = lambda self, value: published.append(99.0)
+    unstable = lambda q, k, v, mask=None: sdpa_template(q, k, v, mask, naive_softmax=True)  # noqa: E731
+    with pytest.raises(CheckFailed):
+        checks.check_scaled_dot_product_attention(unstable, points=5)
+    assert published == [4.0]

@@ -138,15 +138,26 @@ def format_table(title: str, results: Iterable[CaseResult], score: float, points
     return "\n".join(lines)
 
 
-def _publish_score(score: float) -> None:
-    """Emit ``score`` as the cell's execute_result, which nbgrader reads as partial credit."""
+def _bind_displayhook():
+    """The kernel's display hook and its call method, bound now, before any student code runs,
+    so that rebinding ``get_ipython().displayhook`` later cannot change the score a check publishes."""
     try:
         from IPython import get_ipython
     except ImportError:  # plain Python: nothing to publish to
-        return
+        return None
     shell = get_ipython()
-    if shell is not None and hasattr(shell, "displayhook"):
-        shell.displayhook(score)
+    hook = getattr(shell, "displayhook", None)
+    return None if hook is None else (hook, type(hook).__call__)
+
+
+_DISPLAYHOOK = _bind_displayhook()
+
+
+def _publish_score(score: float) -> None:
+    """Emit ``score`` as the cell's execute_result, which nbgrader reads as partial credit."""
+    if _DISPLAYHOOK is not None:
+        hook, call = _DISPLAYHOOK
+        call(hook, score)
 
 
 def _shorten(text: str, limit: int = 160) -> str:
