@@ -7,6 +7,7 @@ and ``gradelib.data`` the offline datasets.
 """
 
 from gradelib._runtime import PROFILES, Budget, active_profile, budget, device, seed_everything
+from gradelib.checks import _core as _checks_core  # noqa: F401 (binds the checks' primitives before student code runs)
 from gradelib.metrics import report_metric
 
 __version__ = "0.1.0"

@@ -132,32 +132,41 @@ def _kill_tree(process: psutil.Process) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
+def supervise(command: list[str], cwd: Path, env: dict, log, limits: Limits) -> tuple[str | None, str, int]:
+    """Run ``command`` in its own session; kill its whole process tree if it outruns the notebook timeout
+    or its resident memory passes the cap. Returns (status or None, note, return code)."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    watched = psutil.Process(process.pid)
+    start, status, note = time.monotonic(), None, ""
+    while process.poll() is None:
+        if time.monotonic() - start > limits.notebook_timeout:
+            status, note = "timeout", f"killed after {limits.notebook_timeout} s"
+        elif _tree_rss(watched) > limits.memory_gb * 2**30:
+            status, note = "kernel-died", f"killed: memory above {limits.memory_gb:g} GB"
+        if status:
+            _kill_tree(watched)
+            break
+        time.sleep(0.2)
+    return status, note, process.wait()
+
+
 def run_autograde(root: Path, assignment: str, student: str, limits: Limits, log_dir: Path) -> tuple[str, str]:
     """Autograde one student under the limits; returns (status, note)."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     log_path = log_dir / f"{student}.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(_nbgrader_command(assignment, student, limits), cwd=root, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        watched = psutil.Process(process.pid)
-        start, status, note = time.monotonic(), None, ""
-        while process.poll() is None:
-            if time.monotonic() - start > limits.notebook_timeout:
-                status, note = "timeout", f"killed after {limits.notebook_timeout} s"
-            elif _tree_rss(watched) > limits.memory_gb * 2**30:
-                status, note = "kernel-died", f"killed: memory above {limits.memory_gb:g} GB"
-            if status:
-                _kill_tree(watched)
-                break
-            time.sleep(0.2)
-        process.wait()
-    text = log_path.read_text(errors="replace")
+        status, note, returncode = supervise(_nbgrader_command(assignment, student, limits), root, env, log, limits)
     if status:
         return status, note
-    if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text.lower():
+    text = log_path.read_text(errors="replace")
+    failed = returncode != 0 or "error processing assignment" in text.lower()
+    if "DeadKernelError" in text or "kernel died" in text.lower():
         return "kernel-died", "the kernel died while running the notebook"
-    if process.returncode != 0 or "error processing assignment" in text.lower():
+    if failed and "CellTimeoutError" in text:
+        # A cell outran --cell-timeout and ignored the interrupt, so nbgrader gave up on the notebook.
+        return "timeout", f"a cell ignored the interrupt after {limits.cell_timeout} s"
+    if failed:
         return "kernel-died", f"nbgrader could not grade it (see {log_path.name})"
     return "ok", ""
 

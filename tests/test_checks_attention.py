@@ -368,3 +368,15 @@ def test_published_partial_score_cannot_be_redirected(monkeypatch):
     with pytest.raises(CheckFailed):
         checks.check_scaled_dot_product_attention(unstable, points=5)
     assert published == [4.0]
+
+
+def test_checks_imported_after_a_patch_still_use_the_real_torch(monkeypatch, capsys):
+    """Grade cells import their check late; the comparison primitives were bound when gradelib was."""
+    import importlib
+    import sys
+
+    monkeypatch.setattr(torch, "equal", lambda *a, **k: True)
+    monkeypatch.delitem(sys.modules, "gradelib.checks.attention")
+    late = importlib.import_module("gradelib.checks.attention")
+    assert_rejected(late.check_causal_mask, lambda T, device=None: torch.ones(T, T, dtype=torch.bool).tril(-1), capsys,
+                    "diagonal must be True")

@@ -26,11 +26,18 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-# Bound when gradelib is imported, before any student code runs, so that rebinding
-# torch.allclose or friends in the notebook cannot change what a check concludes.
+# Bound when gradelib is imported (the first cell of every notebook), before any student code runs,
+# so that rebinding torch.allclose, torch.equal or friends in the notebook cannot change what a check
+# concludes. Topic checks take these from here rather than from torch, whenever they are imported.
 _Tensor = torch.Tensor
 _isfinite = torch.isfinite
 _abs = torch.abs
+equal = torch.equal
+isnan = torch.isnan
+nan_to_num = torch.nan_to_num
+softmax = torch.softmax
+randn = torch.randn
+rand = torch.rand
 
 Case = tuple[str, Callable[[], "str | None"]]
 

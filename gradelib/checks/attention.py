@@ -13,13 +13,12 @@ from typing import Callable
 
 import torch
 
+from gradelib.checks import _core
 from gradelib.checks._core import ReferenceUsed, close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem, unpack_pair
 from gradelib.reference import attention as ref
 
-_softmax = torch.softmax
-_randn = torch.randn
-_rand = torch.rand
-_equal = torch.equal  # bound at import: rebinding torch.equal later cannot fool the check
+# Bound before student code runs (see gradelib.checks._core), wherever this module is first imported.
+_softmax, _randn, _rand, _equal = _core.softmax, _core.randn, _core.rand, _core.equal
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -65,8 +64,8 @@ def _same_with_nans(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> boo
     """Equal up to ``atol``, with NaN in exactly the same places (a fully masked row gives NaN)."""
     if type(a) is not torch.Tensor or tuple(a.shape) != tuple(b.shape):
         return False
-    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
-    return _equal(nan_a, nan_b) and close(torch.nan_to_num(a.detach().double()), torch.nan_to_num(b.double()), atol)
+    nan_a, nan_b = _core.isnan(a), _core.isnan(b)
+    return _equal(nan_a, nan_b) and close(_core.nan_to_num(a.detach().double()), _core.nan_to_num(b.double()), atol)
 
 
 def _sdpa_case(fn, q, k, v, mask=None) -> str | None:
