@@ -39,6 +39,7 @@ def _release(args: argparse.Namespace) -> int:
 def keep_checked_outputs(nb) -> None:
     """Keep only the outputs of cells that nbval compares, numbered 1, 2, 3 … so that rerunning
     changes nothing (nbval treats a cell with outputs but no execution count as unrun)."""
+    nb.metadata.pop("widgets", None)  # saved widget state embeds rendered figures: large and volatile
     checked = 0
     for cell in nb.cells:
         if cell.cell_type != "code":

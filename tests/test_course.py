@@ -54,6 +54,7 @@ def test_solution_notebook_keeps_only_checked_outputs(name):
         else:
             assert not cell.outputs, "only cells marked # NBVAL_CHECK_OUTPUT keep outputs"
             assert cell.execution_count is None
+    assert "widgets" not in nb.metadata, "saved widget state: run `gradelib store-outputs` again"
     assert (ROOT / "solutions" / name / f"{name}.ipynb").stat().st_size < 200_000
 
 
