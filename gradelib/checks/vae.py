@@ -487,3 +487,8 @@ def check_score_function_gradient(fn: Callable, points: float = 2, seed: int = 0
         ("unbiased: the mean of 200,000 estimates matches the exact gradient", unbiased),
     ]
     return run_check("Score-function gradient estimator", cases, points)
+
+
+from gradelib.checks._core import make_read_only  # noqa: E402
+
+make_read_only(__name__)

@@ -1,0 +1,66 @@
+"""Notebook 04 through nbgrader: generate_assignment -> autograde -> generate_feedback -> export."""
+
+import nbformat
+import pytest
+from roundtrip import grade, released_notebook, solution_path, with_edits
+
+ASSIGNMENT = "04_vae"
+TOTAL = 18.0
+
+# Two plausible mistakes: the KL term of the negative ELBO without its ½ (written out by hand instead
+# of calling the reference), and a wrong concept answer (the notes' "z = μ + ε").
+BUGS = {
+    "ex4_neg_elbo": ("return reconstruction + reference.gaussian_kl_standard_normal(mu, logvar)",
+                     "return reconstruction + (mu.pow(2) + logvar.exp() - logvar - 1).sum(dim=-1)"),
+    "q2_reparam": ('answer_reparameterization = "B"', 'answer_reparameterization = "A"'),
+}
+# And one that costs part of an exercise: a log-mean-exp without the max trick, which only fails
+# on the case with very negative log-weights.
+PARTIAL_BUG = {
+    "ex5_iwae": ("return torch.logsumexp(log_w, dim=0) - math.log(z.shape[0])",
+                 "return torch.log(torch.exp(log_w).mean(dim=0))"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(released_course):
+    result = grade(released_course, ASSIGNMENT, {
+        "solution": nbformat.read(solution_path(ASSIGNMENT), as_version=4),
+        "untouched": released_notebook(released_course, ASSIGNMENT),
+        "buggy": with_edits(ASSIGNMENT, BUGS),
+        "unstable": with_edits(ASSIGNMENT, PARTIAL_BUG),
+    })
+    print(f"\nautograde of 4 submissions of {ASSIGNMENT}: {result.seconds:.0f} s")
+    return result
+
+
+def test_solution_scores_full_marks(graded):
+    assert graded.max_score == TOTAL
+    assert graded.totals["solution"] == TOTAL
+
+
+def test_untouched_student_notebook_scores_zero_without_crashing(graded):
+    assert graded.totals["untouched"] == 0.0
+    assert set(graded.cells["untouched"].values()) == {0}
+
+
+def test_bugs_cost_only_their_own_cells_and_are_named_in_the_feedback(graded):
+    cells = graded.cells["buggy"]
+    assert cells["test_ex4_neg_elbo"] == 0  # every case has a non-zero KL
+    assert cells["test_q2_reparam"] == 0
+    for name, score in cells.items():
+        if name not in ("test_ex4_neg_elbo", "test_q2_reparam"):
+            assert score == graded.cell_max[name], name
+    assert graded.totals["buggy"] == pytest.approx(TOTAL - 2 - 1)
+    feedback = graded.feedback["buggy"]
+    assert "Negative ELBO, Bernoulli decoder: 0 / 2 points" in feedback
+    assert "missing its factor ½" in feedback
+
+
+def test_an_unstable_log_mean_exp_gets_partial_credit(graded):
+    cells = graded.cells["unstable"]
+    assert cells["test_ex5_iwae"] == pytest.approx(2.25)  # 3 of 4 cases pass
+    assert graded.totals["unstable"] == pytest.approx(TOTAL - 0.75)
+    feedback = graded.feedback["unstable"]
+    assert "IWAE estimate of log p(x): 2.25 / 3 points" in feedback
+    assert "use logsumexp" in feedback
