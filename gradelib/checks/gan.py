@@ -1,0 +1,455 @@
+"""Checks for notebook 05 (GANs, the minimax game), one per graded exercise.
+
+Each check runs the student's function on seeded cases, compares it with ``gradelib.reference.gan``
+and, when they disagree, looks for the mistake it resembles (real and fake swapped, the saturating
+loss where the non-saturating one is asked, D* upside down, a missing ½, ...), so the feedback names
+the fault without printing the solution. ``seed`` selects the cases: visible tests use the default,
+hidden tests other seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gradelib.checks._core import close, first_match, max_abs_diff, run_check, tensor_problem
+from gradelib.reference import gan as ref
+
+# Bound at import, before any student code runs.
+_randn = torch.randn
+_rand = torch.rand
+_logsigmoid = F.logsigmoid
+_sigmoid = torch.sigmoid
+_xlogy = torch.xlogy
+_fork_rng = torch.random.fork_rng
+_manual_seed = torch.manual_seed
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _scalar_problem(value: object, name: str) -> str | None:
+    problem = tensor_problem(value, name)
+    if problem:
+        return problem
+    if value.dim() != 0:
+        return f"{name} should be a scalar (a 0-d tensor, the batch mean), got shape {tuple(value.shape)}"
+    return None
+
+
+def _logits(gen: torch.Generator, n: int, scale: float = 3.0) -> torch.Tensor:
+    return scale * _randn(n, generator=gen, dtype=torch.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: the discriminator loss
+
+
+def _discriminator_variants(real: torch.Tensor, fake: torch.Tensor):
+    log_d_real, log_1m_d_real = _logsigmoid(real), _logsigmoid(-real)
+    log_d_fake, log_1m_d_fake = _logsigmoid(fake), _logsigmoid(-fake)
+    both = torch.cat([log_d_real, log_1m_d_fake])
+    return [
+        ("real and fake are swapped: D(x) is the probability that x is real, so real data gets label 1 and G(z) label 0",
+         -log_1m_d_real.mean() - log_d_fake.mean()),
+        ("the sign is flipped: this is V(D, G) itself; D maximises V, so its loss to minimise is −V",
+         log_d_real.mean() + log_1m_d_fake.mean()),
+        ("the fake term uses log D(G(z)); the discriminator wants D(G(z)) small, i.e. −log(1 − D(G(z)))",
+         -log_d_real.mean() - log_d_fake.mean()),
+        ("real and fake terms are averaged together (one mean over 2B numbers): V is the *sum* of two expectations",
+         -both.mean()),
+        ("only the real-data term is there: add −E[log(1 − D(G(z)))] for the fakes", -log_d_real.mean()),
+        ("only the fake term is there: add −E[log D(x)] for the real data", -log_1m_d_fake.mean()),
+    ]
+
+
+def _discriminator_case(fn, real: torch.Tensor, fake: torch.Tensor) -> str | None:
+    loss = fn(real, fake)
+    want = ref.discriminator_loss(real, fake)
+    problem = _scalar_problem(loss, "the loss")
+    if problem:
+        return problem
+    if close(loss, want, 1e-6 * max(1.0, abs(float(want)))):
+        return None
+    diagnosis = first_match(loss, _discriminator_variants(real, fake), atol=1e-6)
+    return diagnosis or f"differs from −V(D, G) (off by {max_abs_diff(loss, want):.3g})"
+
+
+def check_discriminator_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
+    """Check ``fn(real_logits (B_r,), fake_logits (B_f,)) -> scalar`` = −E[log D(x)] − E[log(1 − D(G(z)))]."""
+    gen = _generator(seed)
+    real, fake = _logits(gen, 7 + seed % 5), _logits(gen, 11 + seed % 3)
+    # float32, where log(sigmoid(a)) already underflows to log 0 at |a| ≈ 17 to 104.
+    confident_real, confident_fake = 40 + 5 * _rand(6, generator=gen), -40 - 5 * _rand(6, generator=gen)
+    wrong_real = -40 - 5 * _rand(6, generator=gen)
+    cases = [
+        ("batch means of both terms, B_real ≠ B_fake", lambda: _discriminator_case(fn, real, fake)),
+        ("float32 logits", lambda: _discriminator_case(fn, real.float(), fake.float())),
+        ("a confident, correct D (|logits| ≈ 40) gives a loss near 0, finite", lambda: _discriminator_case(fn, confident_real, confident_fake)),
+        ("a confident, wrong D (|logits| ≈ 40) gives a large but finite loss", lambda: _discriminator_case(fn, wrong_real, -confident_fake)),
+    ]
+    return run_check("Discriminator loss", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: the generator losses
+
+
+def _generator_variants(fake: torch.Tensor):
+    log_d, log_1m_d = _logsigmoid(fake), _logsigmoid(-fake)
+    return {
+        "non_saturating": -log_d.mean(),
+        "saturating": log_1m_d.mean(),
+        "non_saturating_sign": log_d.mean(),
+        "saturating_sign": -log_1m_d.mean(),
+    }
+
+
+def _generator_case(fn, fake: torch.Tensor, saturating: bool) -> str | None:
+    loss = fn(fake, saturating=saturating)
+    want = ref.generator_loss(fake, saturating=saturating)
+    problem = _scalar_problem(loss, "the loss")
+    if problem:
+        return problem
+    if close(loss, want, 1e-6 * max(1.0, abs(float(want)))):
+        return None
+    v = _generator_variants(fake)
+    if saturating:
+        known = [
+            ("with saturating=True you returned the non-saturating loss −log D(G(z)); the minimax loss is log(1 − D(G(z)))", v["non_saturating"]),
+            ("the sign is flipped: G minimises V, so the saturating loss is +E[log(1 − D(G(z)))]", v["saturating_sign"]),
+            ("this is +E[log D(G(z))]: the saturating loss is E[log(1 − D(G(z)))]", v["non_saturating_sign"]),
+        ]
+    else:
+        known = [
+            ("this is the saturating (minimax) loss log(1 − D(G(z))); the non-saturating loss asked for is −log D(G(z))", v["saturating"]),
+            ("the sign is flipped: G wants D(G(z)) large, so it minimises −log D(G(z))", v["non_saturating_sign"]),
+            ("this is −log(1 − D(G(z))), which G would minimise by making D(G(z)) small: use −log D(G(z))", v["saturating_sign"]),
+        ]
+    diagnosis = first_match(loss, known, atol=1e-6)
+    return diagnosis or f"differs from the {'saturating' if saturating else 'non-saturating'} generator loss (off by {max_abs_diff(loss, want):.3g})"
+
+
+def check_generator_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
+    """Check ``fn(fake_logits (B,), saturating=False) -> scalar``: −E[log D(G(z))], or E[log(1 − D(G(z)))] if saturating."""
+    gen = _generator(seed)
+    fake = _logits(gen, 9 + seed % 4)
+    rejected = -120 - 5 * _rand(5, generator=gen)                     # float32: sigmoid underflows to 0
+    accepted = 40 + 5 * _rand(5, generator=gen)                       # float32: 1 - sigmoid rounds to 0
+    cases = [
+        ("non-saturating loss −E[log D(G(z))] (the default)", lambda: _generator_case(fn, fake, saturating=False)),
+        ("saturating loss E[log(1 − D(G(z)))] when saturating=True", lambda: _generator_case(fn, fake, saturating=True)),
+        ("float32 logits, both losses", lambda: _generator_case(fn, fake.float(), False) or _generator_case(fn, fake.float(), True)),
+        ("confident D, float32: fakes rejected (logits ≈ −120) or accepted (≈ +40); both losses finite",
+         lambda: _generator_case(fn, rejected, saturating=False) or _generator_case(fn, accepted, saturating=True)),
+    ]
+    return run_check("Generator losses", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: the optimal discriminator
+
+
+def _optimal_case(fn, p_data: torch.Tensor, p_g: torch.Tensor) -> str | None:
+    d = fn(p_data, p_g)
+    want = ref.optimal_discriminator(p_data, p_g)
+    problem = tensor_problem(d, "D*", want.shape)
+    if problem:
+        return problem
+    if close(d, want, 1e-6):
+        return None
+    total = p_data + p_g
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    known = [
+        ("the terms are swapped: this is p_g/(p_data + p_g), the probability of *fake*; D*(x) is the probability that x is real",
+         torch.where(total > 0, p_g / safe, torch.full_like(total, 0.5))),
+        ("this is the density ratio p_data/p_g; normalise by the sum p_data + p_g so that D* is a probability",
+         p_data / torch.where(p_g > 0, p_g, torch.ones_like(p_g))),
+        ("this is p_data/(p_data − p_g); the denominator is the sum p_data + p_g",
+         p_data / torch.where(p_data != p_g, p_data - p_g, torch.ones_like(p_g))),
+    ]
+    return first_match(d, known, atol=1e-6) or f"differs from D* (max error {max_abs_diff(d, want):.3g})"
+
+
+def check_optimal_discriminator(fn: Callable, points: float = 1, seed: int = 0) -> float:
+    """Check ``fn(p_data, p_g) -> D*``, elementwise p_data / (p_data + p_g), and 1/2 where both are 0."""
+    gen = _generator(seed)
+    p_data, p_g = _rand(3, 5, generator=gen, dtype=torch.float64) + 0.01, _rand(3, 5, generator=gen, dtype=torch.float64) + 0.01
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    gauss_data, gauss_g = ref.normal_pdf(x, -0.5 + seed % 3 * 0.25, 0.7), ref.normal_pdf(x, 1.0, 1.2)
+    sparse_data = torch.tensor([0.0, 0.3, 0.0, 0.5, 0.2], dtype=torch.float64)
+    sparse_g = torch.tensor([0.4, 0.0, 0.0, 0.1, 0.5], dtype=torch.float64)
+    cases = [
+        ("elementwise on a (3, 5) grid of densities", lambda: _optimal_case(fn, p_data, p_g)),
+        ("two Gaussian densities evaluated on a grid", lambda: _optimal_case(fn, gauss_data, gauss_g)),
+        ("where only one density is 0, D* is 0 or 1; where both are 0, 1/2", lambda: _optimal_case(fn, sparse_data, sparse_g)),
+    ]
+    return run_check("Optimal discriminator D*", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: fit a discriminator to two fixed densities and compare with D*
+
+
+_FIT_PAIRS = [
+    (ref.GaussianMixture1D((0.5, 0.5), (-1.0, 1.5), (0.5, 0.4)), ref.GaussianMixture1D((1.0,), (0.0,), (1.0,))),
+    (ref.GaussianMixture1D((1.0,), (0.5,), (0.6,)), ref.GaussianMixture1D((0.7, 0.3), (-1.0, 1.5), (0.6, 0.5))),
+]
+_FIT_GRID = torch.linspace(-4, 4, 801).unsqueeze(1)
+_FIT_TOLERANCE = 0.07
+
+
+def _small_discriminator(seed: int) -> nn.Module:
+    with _fork_rng():
+        _manual_seed(seed)
+        return ref.mlp([1, 32, 32, 1], activation=nn.Tanh)
+
+
+class _one_thread:
+    """Tiny networks train fastest on one CPU thread (several threads spin on a busy machine)."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+        return False
+
+
+def _fit_case(fn, pair_index: int, seed: int, steps: int = 400) -> str | None:
+    with _one_thread():
+        return _fit_case_inner(fn, pair_index, seed, steps)
+
+
+def _fit_case_inner(fn, pair_index: int, seed: int, steps: int) -> str | None:
+    p_data, p_g = _FIT_PAIRS[pair_index]
+    discriminator = _small_discriminator(seed)
+    before = [p.detach().clone() for p in discriminator.parameters()]
+    gen = _generator(seed + 17 * pair_index)
+    losses = fn(discriminator, lambda n: p_data.sample(n, gen), lambda n: p_g.sample(n, gen), steps=steps, batch_size=256, lr=1e-2)
+    if all(torch.equal(a, b.detach()) for a, b in zip(before, discriminator.parameters())):
+        return "the discriminator's parameters did not change: zero the gradients, backpropagate the loss, step the optimizer"
+    error = ref.fit_error(discriminator, p_data.pdf, p_g.pdf, _FIT_GRID)
+    if error > _FIT_TOLERANCE:
+        swapped = ref.fit_error(lambda x: -discriminator(x), p_data.pdf, p_g.pdf, _FIT_GRID)
+        if swapped <= _FIT_TOLERANCE:
+            return "the trained D approximates p_g/(p_data + p_g): real and fake labels are swapped"
+        return (f"sigmoid(D(x)) is on average {error:.3f} away from p_data/(p_data + p_g) (tolerance {_FIT_TOLERANCE}): "
+                "is each step minimising the discriminator loss on a fresh real and a fresh fake batch?")
+    if not isinstance(losses, (list, tuple)) or len(losses) != steps:
+        return f"return a list with the loss of each of the {steps} steps"
+    if not all(isinstance(v, Real) and not isinstance(v, bool) for v in losses):
+        return "return the losses as Python floats (loss.item())"
+    return None
+
+
+def check_fit_discriminator(fn: Callable, points: float = 2, seed: int = 0) -> float:
+    """Check ``fn(discriminator, sample_data, sample_g, steps, batch_size, lr) -> losses`` trains D towards D*."""
+    cases = [
+        (f"p_data = two Gaussians, p_g = N(0, 1): mean |sigmoid(D) − D*| ≤ {_FIT_TOLERANCE}", lambda: _fit_case(fn, 0, seed)),
+        (f"p_data = N(0.5, 0.6²), p_g = two Gaussians: mean |sigmoid(D) − D*| ≤ {_FIT_TOLERANCE}", lambda: _fit_case(fn, 1, seed + 1)),
+    ]
+    return run_check("Fitting D to two fixed densities", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: the Jensen-Shannon divergence
+
+
+def _random_distributions(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    w = _rand(*shape, generator=gen, dtype=torch.float64) ** 2 + 1e-3
+    return w / w.sum(-1, keepdim=True)
+
+
+def _js_variants(p: torch.Tensor, q: torch.Tensor):
+    m = 0.5 * (p + q)
+    kl_pm, kl_qm = ref.kl_divergence(p, m), ref.kl_divergence(q, m)
+    return [
+        ("twice the JSD: the ½ in front of each KL term is missing", kl_pm + kl_qm),
+        ("in bits (log base 2); use natural logarithms (nats)", (0.5 * kl_pm + 0.5 * kl_qm) / math.log(2)),
+        ("this is KL(p ‖ q); the JSD compares each distribution with the mixture m = ½(p + q)", ref.kl_divergence(p, q)),
+        ("this is ½ KL(p ‖ q) + ½ KL(q ‖ p), the symmetrised KL; the JSD uses the mixture m = ½(p + q)",
+         0.5 * ref.kl_divergence(p, q) + 0.5 * ref.kl_divergence(q, p)),
+        ("only ½ KL(p ‖ m): add ½ KL(q ‖ m)", 0.5 * kl_pm),
+        ("the mixture is m = p + q; it must be ½(p + q), a probability distribution",
+         0.5 * ref.kl_divergence(p, p + q) + 0.5 * ref.kl_divergence(q, p + q)),
+    ]
+
+
+def _js_case(fn, p: torch.Tensor, q: torch.Tensor) -> str | None:
+    value = fn(p, q)
+    want = ref.jensen_shannon_divergence(p, q)
+    if type(value) is torch.Tensor and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        return "NaN or inf where a probability is 0: 0·log 0 counts as 0 (torch.xlogy does this)"
+    problem = tensor_problem(value, "the JSD", want.shape)
+    if problem:
+        return problem
+    if close(value, want, 1e-6):
+        return None
+    with torch.no_grad():
+        variants = [(d, torch.nan_to_num(v, nan=-1.0, posinf=-1.0)) for d, v in _js_variants(p, q)]
+    return first_match(value, variants, atol=1e-6) or f"differs from the JSD (max error {max_abs_diff(value, want):.3g})"
+
+
+def check_jensen_shannon(fn: Callable, points: float = 2, seed: int = 0) -> float:
+    """Check ``fn(p, q) -> JSD`` over the last axis, in nats, for (..., K) probability vectors with zeros allowed."""
+    gen = _generator(seed)
+    K = 6 + seed % 4
+    p, q = _random_distributions(gen, 4, K), _random_distributions(gen, 4, K)
+    with_zeros_p, with_zeros_q = p.clone(), q.clone()
+    with_zeros_p[:, 0], with_zeros_q[:, 1] = 0.0, 0.0
+    with_zeros_p, with_zeros_q = with_zeros_p / with_zeros_p.sum(-1, keepdim=True), with_zeros_q / with_zeros_q.sum(-1, keepdim=True)
+    disjoint_p = torch.tensor([[0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
+    disjoint_q = torch.tensor([[0.0, 0.0, 0.25, 0.75]], dtype=torch.float64)
+    cases = [
+        (f"a batch of 4 pairs of distributions over {K} outcomes", lambda: _js_case(fn, p, q)),
+        ("identical distributions give 0", lambda: _js_case(fn, p, p.clone())),
+        ("zeros in p and in q (0·log 0 = 0)", lambda: _js_case(fn, with_zeros_p, with_zeros_q)),
+        ("disjoint supports give log 2", lambda: _js_case(fn, disjoint_p, disjoint_q)),
+    ]
+    return run_check("Jensen–Shannon divergence", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: measuring mode coverage
+
+
+def _coverage_variants(samples, centers, std):
+    n = samples.shape[0]
+    distance, nearest = torch.cdist(samples, centers).min(dim=1)
+    good = distance <= 3 * std
+    counts = torch.bincount(nearest[good], minlength=centers.shape[0])
+    all_counts = torch.bincount(nearest, minlength=centers.shape[0])
+    tight = distance <= std
+    tight_counts = torch.bincount(nearest[tight], minlength=centers.shape[0])
+    share = float(good.double().mean())
+    return [
+        ("a mode needs at least 2.5% of the samples (high-quality and nearest to it) to count as covered, not just one",
+         (int((counts >= 1).sum()), share)),
+        ("every sample is counted towards its nearest mode; only high-quality samples (within 3·std) count",
+         (int((all_counts >= 0.025 * n).sum()), share)),
+        ("high quality means within 3·std of a centre, not within 1·std",
+         (int((tight_counts >= 0.025 * n).sum()), float(tight.double().mean()))),
+        ("the share of high-quality samples is a fraction of all samples, between 0 and 1",
+         (int((counts >= 0.025 * n).sum()), 100 * share)),
+    ]
+
+
+def _coverage_case(fn, samples: torch.Tensor, centers: torch.Tensor, std: float) -> str | None:
+    result = fn(samples, centers, std)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        return f"return a pair (modes_covered, high_quality_share), got {type(result).__name__}"
+    modes, share = result
+    if isinstance(modes, torch.Tensor) and modes.numel() == 1:
+        modes = modes.item()
+    if isinstance(share, torch.Tensor) and share.numel() == 1:
+        share = share.item()
+    if isinstance(modes, bool) or not isinstance(modes, (Integral, Real)) or float(modes) != int(float(modes)):
+        return f"modes_covered should be a whole number, got {modes!r}"
+    if isinstance(share, bool) or not isinstance(share, Real) or not math.isfinite(float(share)):
+        return f"high_quality_share should be a number, got {share!r}"
+    want = ref.mode_coverage(samples, centers, std)
+    if int(modes) == want.modes_covered and abs(float(share) - want.high_quality_share) < 1e-6:
+        return None
+    for diagnosis, (v_modes, v_share) in _coverage_variants(samples, centers, std):
+        if int(modes) == v_modes and abs(float(share) - v_share) < 1e-6 and (v_modes, v_share) != (want.modes_covered, want.high_quality_share):
+            return diagnosis
+    if int(modes) != want.modes_covered:
+        return f"modes_covered is {int(modes)}, expected a different count"
+    return f"high_quality_share is {float(share):.4f}, expected a different value"
+
+
+def check_mode_coverage(fn: Callable, points: float = 2, seed: int = 0) -> float:
+    """Check ``fn(samples (n, 2), centers (K, 2), std) -> (modes_covered, high_quality_share)``."""
+    gen = _generator(seed)
+    centers = ref.RING8_CENTERS.double()
+    std = ref.RING8_STD
+
+    def around(modes, n_per, spread):
+        modes = torch.as_tensor(modes)
+        picked = modes[torch.randint(0, len(modes), (n_per,), generator=gen)]
+        return centers[picked] + spread * _randn(n_per, 2, generator=gen, dtype=torch.float64)
+
+    true_samples = around(range(8), 2000, std)
+    collapsed = around([1 + seed % 7, 5], 1000, 0.5 * std)
+    blurry = around(range(8), 2000, 4 * std)                          # every mode visited, few good samples
+    # Five modes well covered; a sixth gets only 20 of 1200 samples (1.7% < 2.5%).
+    rare = torch.cat([around([0, 1, 2, 3, 4], 1180, std), around([6], 20, std)])
+    # Five modes well covered, and 300 samples halfway to the origin, nearest to centre 7 but far from it.
+    far = torch.cat([around([0, 1, 2, 3, 4], 1200, std), 0.5 * around([7], 300, std)])
+    tight_vs_loose = around(range(8), 1600, 1.8 * std)                # 1·std and 3·std disagree a lot
+    cases = [
+        ("samples from the ring itself: 8 modes, ≈99% high quality", lambda: _coverage_case(fn, true_samples, centers, std)),
+        ("a generator collapsed onto 2 modes", lambda: _coverage_case(fn, collapsed, centers, std)),
+        ("a blurry generator near every mode but rarely within 3·std", lambda: _coverage_case(fn, blurry, centers, std)),
+        ("a mode with fewer than 2.5% of the samples is not covered", lambda: _coverage_case(fn, rare, centers, std)),
+        ("samples far from every centre are not high quality and cover nothing", lambda: _coverage_case(fn, far, centers, std)),
+        ("samples spread 1.8·std around each centre", lambda: _coverage_case(fn, tight_vs_loose, centers, std)),
+    ]
+    return run_check("Mode coverage on the ring", cases, points)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: minibatch discrimination features
+
+
+def _minibatch_case(fn, m: torch.Tensor) -> str | None:
+    out = fn(m)
+    want = ref.minibatch_similarity(m)
+    problem = tensor_problem(out, "o(x)", want.shape)
+    if problem:
+        if type(out) is torch.Tensor and tuple(out.shape) == (m.shape[0], m.shape[0]):
+            return f"{problem}: sum over the other examples j, keeping one value per kernel b"
+        return problem
+    if close(out, want, 1e-5):
+        return None
+    diff = m.unsqueeze(0) - m.unsqueeze(1)                            # (N, N, B, C)
+    known = [
+        ("the j = i term (exp(0) = 1) is included: sum over the *other* examples only", want + 1),
+        ("use the L1 norm ‖M_i,b − M_j,b‖₁ (sum of absolute differences), not the Euclidean norm",
+         torch.exp(-diff.pow(2).sum(-1).sqrt()).sum(1) - 1),
+        ("use exp(−distance): nearby examples should score close to 1, distant ones close to 0",
+         diff.abs().sum(-1).sum(1)),
+        ("the distance is summed over the kernels b as well; compare M_i,b with M_j,b kernel by kernel (sum over C only)",
+         torch.exp(-diff.abs().sum((-1, -2))).sum(1, keepdim=True).expand_as(want) - 1),
+    ]
+    return first_match(out, known, atol=1e-5) or f"differs from o(x_i)_b = Σ_(j≠i) exp(−‖M_i,b − M_j,b‖₁) (max error {max_abs_diff(out, want):.3g})"
+
+
+def check_minibatch_similarity(fn: Callable, points: float = 2, seed: int = 0) -> float:
+    """Check ``fn(m (N, B, C)) -> (N, B)``: o(x_i)_b = Σ_{j≠i} exp(−‖M_{i,b} − M_{j,b}‖₁)."""
+    gen = _generator(seed)
+    N, B, C = 6 + seed % 3, 5, 3
+    m = 0.5 * _randn(N, B, C, generator=gen, dtype=torch.float64)
+    collapsed = m[:1].expand(N, B, C).clone()
+    spread = 50 * _randn(N, B, C, generator=gen, dtype=torch.float64)
+    m32 = m.float().requires_grad_(True)
+
+    def differentiable() -> str | None:
+        out = fn(m32)
+        problem = _minibatch_case(fn, m32.detach())
+        if problem:
+            return problem
+        if type(out) is not torch.Tensor or not out.requires_grad:
+            return "the result must stay differentiable with respect to m (D learns T through it): avoid .detach() and numpy"
+        return None
+
+    cases = [
+        (f"a batch of {N} examples, {B} kernels of dimension {C}", lambda: _minibatch_case(fn, m)),
+        ("a collapsed batch (all examples equal) scores N − 1 in every kernel", lambda: _minibatch_case(fn, collapsed)),
+        ("well-spread examples score ≈ 0", lambda: _minibatch_case(fn, spread)),
+        ("float32 input that requires grad: the output is differentiable", differentiable),
+    ]
+    return run_check("Minibatch discrimination features", cases, points)
+
+
+from gradelib.checks._core import make_read_only  # noqa: E402
+
+make_read_only(__name__)

@@ -1,0 +1,227 @@
+"""Every GAN check accepts the reference and rejects plausible wrong answers, naming the fault."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradelib.checks import CheckFailed, gan as checks
+from gradelib.reference import gan as ref
+
+
+def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
+    with pytest.raises(CheckFailed):
+        check(candidate, **kwargs)
+    printed = capsys.readouterr().out
+    assert "✗" in printed
+    assert diagnosis in printed, printed
+
+
+def assert_accepted(check, candidate, capsys, points, **kwargs):
+    assert check(candidate, points=points, **kwargs) == points
+    assert "✗" not in capsys.readouterr().out
+
+
+# --- discriminator loss ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_discriminator_loss_accepts_reference_and_torch_bce(seed, capsys):
+    assert_accepted(checks.check_discriminator_loss, ref.discriminator_loss, capsys, 2, seed=seed)
+    bce = lambda r, f: (F.binary_cross_entropy_with_logits(r, torch.ones_like(r))  # noqa: E731
+                        + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f)))
+    assert_accepted(checks.check_discriminator_loss, bce, capsys, 2, seed=seed)
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    (lambda r, f: -F.logsigmoid(-r).mean() - F.logsigmoid(f).mean(), "real and fake are swapped"),
+    (lambda r, f: F.logsigmoid(r).mean() + F.logsigmoid(-f).mean(), "the sign is flipped"),
+    (lambda r, f: -F.logsigmoid(r).mean() - F.logsigmoid(f).mean(), "the fake term uses log D(G(z))"),
+    (lambda r, f: -torch.cat([F.logsigmoid(r), F.logsigmoid(-f)]).mean(), "averaged together"),
+    (lambda r, f: -torch.log(torch.sigmoid(r)).mean() - torch.log(1 - torch.sigmoid(f)).mean(), "NaN or inf"),
+    (lambda r, f: -F.logsigmoid(r) - F.logsigmoid(-f).mean(), "should be a scalar"),
+], ids=["swapped", "sign", "log-d-fake", "one-mean", "naive-log", "not-reduced"])
+def test_discriminator_loss_rejects(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_discriminator_loss, wrong, capsys, diagnosis)
+
+
+# --- generator loss --------------------------------------------------------------------------
+
+
+def test_generator_loss_accepts_reference(capsys):
+    assert_accepted(checks.check_generator_loss, ref.generator_loss, capsys, 2)
+    assert_accepted(checks.check_generator_loss, ref.generator_loss, capsys, 2, seed=9)
+
+
+def always_saturating(fake, saturating=False):
+    return F.logsigmoid(-fake).mean()
+
+
+def always_non_saturating(fake, saturating=False):
+    return -F.logsigmoid(fake).mean()
+
+
+def flipped(fake, saturating=False):
+    return F.logsigmoid(fake).mean() if not saturating else ref.generator_loss(fake, True)
+
+
+def naive(fake, saturating=False):
+    d = torch.sigmoid(fake)
+    return (1 - d).log().mean() if saturating else -d.log().mean()
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    (always_saturating, "this is the saturating (minimax) loss"),
+    (always_non_saturating, "with saturating=True you returned the non-saturating loss"),
+    (flipped, "G wants D(G(z)) large"),
+    (naive, "NaN or inf"),
+])
+def test_generator_loss_rejects(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_generator_loss, wrong, capsys, diagnosis)
+
+
+# --- optimal discriminator -------------------------------------------------------------------
+
+
+def test_optimal_discriminator_accepts_reference(capsys):
+    assert_accepted(checks.check_optimal_discriminator, ref.optimal_discriminator, capsys, 1)
+    assert_accepted(checks.check_optimal_discriminator, ref.optimal_discriminator, capsys, 1, seed=4)
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    (lambda p, q: ref.optimal_discriminator(q, p), "the terms are swapped"),
+    (lambda p, q: p / q, "NaN or inf"),
+    (lambda p, q: p / (p + q), "NaN or inf"),                     # 0/0 where both densities vanish
+    (lambda p, q: p / (p - q), "the denominator is the sum"),
+    (lambda p, q: p / (p + q + 1e-9) if False else p.sqrt() / (p.sqrt() + q.sqrt()), "differs from D*"),
+], ids=["swapped", "ratio", "zero-over-zero", "difference", "other"])
+def test_optimal_discriminator_rejects(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_optimal_discriminator, wrong, capsys, diagnosis, points=1)
+
+
+def test_swapped_d_star_is_named_on_the_first_case(capsys):
+    with pytest.raises(CheckFailed):
+        checks.check_optimal_discriminator(lambda p, q: q / (p + q), points=1)
+    out = capsys.readouterr().out
+    assert "elementwise on a (3, 5) grid of densities  <- the terms are swapped" in out
+
+
+# --- fitting D to two densities --------------------------------------------------------------
+
+
+def test_fit_discriminator_accepts_reference(capsys):
+    assert_accepted(checks.check_fit_discriminator, ref.train_discriminator, capsys, 2)
+
+
+def swapped_training(discriminator, sample_data, sample_g, steps=400, batch_size=256, lr=1e-2):
+    return ref.train_discriminator(discriminator, sample_g, sample_data, steps, batch_size, lr)
+
+
+def no_step(discriminator, sample_data, sample_g, steps=400, batch_size=256, lr=1e-2):
+    losses = []
+    for _ in range(steps):
+        loss = ref.discriminator_loss(discriminator(sample_data(batch_size)).reshape(-1), discriminator(sample_g(batch_size)).reshape(-1))
+        loss.backward()
+        losses.append(loss.item())
+    return losses
+
+
+def too_few_steps(discriminator, sample_data, sample_g, steps=400, batch_size=256, lr=1e-2):
+    ref.train_discriminator(discriminator, sample_data, sample_g, 5, batch_size, lr)
+    return [0.0] * steps
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    (swapped_training, "real and fake labels are swapped"),
+    (no_step, "parameters did not change"),
+    (too_few_steps, "is on average"),
+])
+def test_fit_discriminator_rejects(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_fit_discriminator, wrong, capsys, diagnosis)
+
+
+# --- Jensen-Shannon --------------------------------------------------------------------------
+
+
+def test_jensen_shannon_accepts_reference(capsys):
+    assert_accepted(checks.check_jensen_shannon, ref.jensen_shannon_divergence, capsys, 2)
+    assert_accepted(checks.check_jensen_shannon, ref.jensen_shannon_divergence, capsys, 2, seed=3)
+
+
+def js_naive(p, q):
+    m = (p + q) / 2
+    return 0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    (lambda p, q: 2 * ref.jensen_shannon_divergence(p, q), "the ½ in front of each KL term is missing"),
+    (lambda p, q: ref.jensen_shannon_divergence(p, q) / math.log(2), "in bits"),
+    (lambda p, q: ref.kl_divergence(p, q), "this is KL(p ‖ q)"),
+    (lambda p, q: 0.5 * ref.kl_divergence(p, q) + 0.5 * ref.kl_divergence(q, p), "symmetrised KL"),
+    (js_naive, "0·log 0 counts as 0"),
+], ids=["missing-half", "bits", "kl", "symmetric-kl", "zeros"])
+def test_jensen_shannon_rejects(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_jensen_shannon, wrong, capsys, diagnosis)
+
+
+# --- mode coverage ---------------------------------------------------------------------------
+
+
+def coverage_reference(samples, centers, std):
+    result = ref.mode_coverage(samples, centers, std)
+    return result.modes_covered, result.high_quality_share
+
+
+def coverage_template(samples, centers, std, radius=3.0, min_count=None, all_samples=False, percent=False):
+    distance, nearest = torch.cdist(samples, centers).min(dim=1)
+    good = distance <= radius * std
+    counts = torch.bincount(nearest if all_samples else nearest[good], minlength=len(centers))
+    threshold = 0.025 * len(samples) if min_count is None else min_count
+    share = good.double().mean().item()
+    return int((counts >= threshold).sum()), share * (100 if percent else 1)
+
+
+def test_mode_coverage_accepts_reference(capsys):
+    assert_accepted(checks.check_mode_coverage, coverage_reference, capsys, 2)
+    assert_accepted(checks.check_mode_coverage, coverage_template, capsys, 2, seed=2)
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    (lambda s, c, std: coverage_template(s, c, std, min_count=1), "not just one"),
+    (lambda s, c, std: coverage_template(s, c, std, all_samples=True), "every sample is counted towards its nearest mode"),
+    (lambda s, c, std: coverage_template(s, c, std, radius=1.0), "not within 1·std"),
+    (lambda s, c, std: coverage_template(s, c, std, percent=True), "between 0 and 1"),
+    (lambda s, c, std: coverage_template(s, c, std, radius=2.0), "expected a different"),
+    (lambda s, c, std: coverage_template(s, c, std)[0], "return a pair"),
+], ids=["one-sample", "no-radius", "one-std", "percent", "two-std", "not-a-pair"])
+def test_mode_coverage_rejects(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_mode_coverage, wrong, capsys, diagnosis)
+
+
+# --- minibatch discrimination ----------------------------------------------------------------
+
+
+def test_minibatch_similarity_accepts_reference(capsys):
+    assert_accepted(checks.check_minibatch_similarity, ref.minibatch_similarity, capsys, 2)
+    loop = lambda m: torch.exp(-(m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(-1)).sum(1) - 1  # noqa: E731
+    assert_accepted(checks.check_minibatch_similarity, loop, capsys, 2, seed=1)
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    (lambda m: ref.minibatch_similarity(m) + 1, "the j = i term"),
+    (lambda m: torch.exp(-(m.unsqueeze(0) - m.unsqueeze(1)).pow(2).sum(-1).sqrt()).sum(1) - 1, "not the Euclidean norm"),
+    (lambda m: torch.exp(-(m.unsqueeze(0) - m.unsqueeze(1)).abs().sum((-1, -2))).sum(1) - 1, "should be a torch.Tensor" if False else "has shape"),
+    (lambda m: ref.minibatch_similarity(m).detach(), "must stay differentiable"),
+], ids=["self-term", "l2", "wrong-axis", "detached"])
+def test_minibatch_similarity_rejects(wrong, diagnosis, capsys):
+    assert_rejected(checks.check_minibatch_similarity, wrong, capsys, diagnosis)
+
+
+def test_stub_is_reported_as_not_implemented(capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    for check in (checks.check_discriminator_loss, checks.check_generator_loss, checks.check_jensen_shannon,
+                  checks.check_minibatch_similarity, checks.check_mode_coverage, checks.check_fit_discriminator):
+        assert_rejected(check, stub, capsys, "not implemented yet")
