@@ -1,0 +1,65 @@
+"""Notebook 03 through nbgrader: generate_assignment -> autograde -> generate_feedback -> export."""
+
+import nbformat
+import pytest
+from roundtrip import grade, released_notebook, solution_path, with_edits
+
+ASSIGNMENT = "03_gpt"
+TOTAL = 21.0
+
+# Two plausible mistakes: a causal-LM loss whose mask also lets each position see the next token
+# (a look-ahead mask), and a concept answer that forgets the exponential (perplexity = the loss).
+BUGS = {
+    "ex1_lm_loss": ("logits = model(inputs, causal_mask(inputs.shape[1], inputs.device))",
+                    "logits = model(inputs, torch.ones(inputs.shape[1], inputs.shape[1], dtype=torch.bool).tril(1))"),
+    "q2_perplexity": ("answer_perplexity = math.exp(1.5)", "answer_perplexity = 1.5"),
+}
+# And one that costs part of an exercise: top-p that forgets to renormalise the nucleus, which only
+# passes the case p = 1 (nothing is cut, so nothing needs renormalising).
+PARTIAL_BUG = {
+    "ex5_top_p": ("return kept / kept.sum(dim=-1, keepdim=True)", "return kept"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(released_course):
+    result = grade(released_course, ASSIGNMENT, {
+        "solution": nbformat.read(solution_path(ASSIGNMENT), as_version=4),
+        "untouched": released_notebook(released_course, ASSIGNMENT),
+        "buggy": with_edits(ASSIGNMENT, BUGS),
+        "nucleus": with_edits(ASSIGNMENT, PARTIAL_BUG),
+    })
+    print(f"\nautograde of 4 submissions of {ASSIGNMENT}: {result.seconds:.0f} s")
+    return result
+
+
+def test_solution_scores_full_marks(graded):
+    assert graded.max_score == TOTAL
+    assert graded.totals["solution"] == TOTAL
+
+
+def test_untouched_student_notebook_scores_zero_without_crashing(graded):
+    assert graded.totals["untouched"] == 0.0
+    assert set(graded.cells["untouched"].values()) == {0}
+
+
+def test_bugs_cost_only_their_own_cells_and_are_named_in_the_feedback(graded):
+    cells = graded.cells["buggy"]
+    assert cells["test_ex1_lm_loss"] == 0  # every case sees the look-ahead
+    assert cells["test_q2_perplexity"] == 0
+    for name, score in cells.items():
+        if name not in ("test_ex1_lm_loss", "test_q2_perplexity"):
+            assert score == graded.cell_max[name], name
+    assert graded.totals["buggy"] == pytest.approx(TOTAL - 3 - 1)
+    feedback = graded.feedback["buggy"]
+    assert "Causal language-modelling loss: 0 / 3 points" in feedback
+    assert "look-ahead mask" in feedback
+
+
+def test_an_unnormalised_nucleus_gets_partial_credit(graded):
+    cells = graded.cells["nucleus"]
+    assert cells["test_ex5_top_p"] == pytest.approx(0.75)  # 1 of 4 cases passes
+    assert graded.totals["nucleus"] == pytest.approx(TOTAL - 2.25)
+    feedback = graded.feedback["nucleus"]
+    assert "Top-p (nucleus) sampling distribution: 0.75 / 3 points" in feedback
+    assert "not renormalised" in feedback
