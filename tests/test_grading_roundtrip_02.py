@@ -1,0 +1,50 @@
+"""Notebook 02 through nbgrader: generate_assignment -> autograde -> generate_feedback -> export."""
+
+import nbformat
+import pytest
+from roundtrip import grade, released_notebook, solution_path, with_edits
+
+ASSIGNMENT = "02_bert"
+TOTAL = 21.0
+
+# Two plausible mistakes: MLM masking that may select special tokens ([CLS], [SEP], [PAD]) in
+# exercise 6, and a wrong concept answer.
+BUGS = {
+    "ex6_mask": ("selected = (torch.rand(input_ids.shape, generator=generator) < 0.15) & (input_ids >= NUM_SPECIAL)",
+                 "selected = torch.rand(input_ids.shape, generator=generator) < 0.15"),
+    "q3_why": ('answer_why_80_10_10 = "B"', 'answer_why_80_10_10 = "A"'),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(released_course):
+    result = grade(released_course, ASSIGNMENT, {
+        "solution": nbformat.read(solution_path(ASSIGNMENT), as_version=4),
+        "untouched": released_notebook(released_course, ASSIGNMENT),
+        "buggy": with_edits(ASSIGNMENT, BUGS),
+    })
+    print(f"\nautograde of 3 submissions of {ASSIGNMENT}: {result.seconds:.0f} s")
+    return result
+
+
+def test_solution_scores_full_marks(graded):
+    assert graded.max_score == TOTAL
+    assert graded.totals["solution"] == TOTAL
+
+
+def test_untouched_student_notebook_scores_zero_without_crashing(graded):
+    assert graded.totals["untouched"] == 0.0
+    assert set(graded.cells["untouched"].values()) == {0}
+
+
+def test_one_bug_gives_partial_credit_and_named_feedback(graded):
+    cells = graded.cells["buggy"]
+    assert cells["test_ex6_mask"] == pytest.approx(0.75)  # only the reproducibility case passes
+    assert cells["test_q3_why"] == 0
+    for name, score in cells.items():
+        if name not in ("test_ex6_mask", "test_q3_why"):
+            assert score == graded.cell_max[name], name
+    assert graded.totals["buggy"] == pytest.approx(TOTAL - 2.25 - 1)
+    feedback = graded.feedback["buggy"]
+    assert "MLM masking: 0.75 / 3 points" in feedback
+    assert "they must never be masked" in feedback
