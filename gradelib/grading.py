@@ -150,10 +150,17 @@ def supervise(command: list[str], cwd: Path, env: dict, log, limits: Limits) -> 
     return status, note, process.wait()
 
 
-def run_autograde(root: Path, assignment: str, student: str, limits: Limits, log_dir: Path) -> tuple[str, str]:
-    """Autograde one student under the limits; returns (status, note)."""
+def run_autograde(root: Path, assignment: str, student: str, limits: Limits, log_dir: Path,
+                  threads: int | None = None) -> tuple[str, str]:
+    """Autograde one student under the limits; returns (status, note).
+
+    threads caps the math libraries' threads in the kernel: parallel workers that each use every core
+    oversubscribe the machine, and small torch workloads then slow down several times over.
+    """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     log_path = log_dir / f"{student}.log"
     with open(log_path, "w") as log:
         status, note, returncode = supervise(_nbgrader_command(assignment, student, limits), root, env, log, limits)
@@ -258,10 +265,12 @@ def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, wo
         result.notes = findings
         to_grade.append(student)
 
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if workers > 1 else None
+
     def grade_one(student: str) -> Result:
         result = results[student]
         start = time.monotonic()
-        status, note = run_autograde(root, assignment, student, limits, log_dir)
+        status, note = run_autograde(root, assignment, student, limits, log_dir, threads)
         result.seconds = round(time.monotonic() - start, 1)
         if note:
             result.notes.append(note)

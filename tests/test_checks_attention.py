@@ -1,7 +1,6 @@
 """Every attention check accepts the reference and rejects plausible wrong answers with a diagnosis."""
 
 import math
-import types
 
 import pytest
 import torch
@@ -10,22 +9,7 @@ import torch.nn as nn
 from gradelib.checks import CheckFailed, attention as checks
 from gradelib.checks.answers import check_answer, check_answer_form
 from gradelib.reference import attention as ref
-
-
-def own_copy(function):
-    """The reference's code as a separate function object: what a student who wrote the same code would submit."""
-    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__)
-    copy.__kwdefaults__ = function.__kwdefaults__
-    return copy
-
-
-def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
-    """The check fails and its table names ``diagnosis``."""
-    with pytest.raises(CheckFailed):
-        check(candidate, **kwargs)
-    printed = capsys.readouterr().out
-    assert "✗" in printed
-    assert diagnosis in printed, printed
+from checking import assert_rejected, own_copy
 
 
 # --- scaled dot-product attention ------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Every notebook-02 check accepts the reference and rejects plausible wrong answers, naming the fault."""
 
-import types
 from collections import Counter, defaultdict
 
 import pytest
@@ -11,21 +10,7 @@ from gradelib.checks import CheckFailed
 from gradelib.checks import bert as checks
 from gradelib.reference import bert as ref
 from gradelib.reference import tokenization as tk
-
-
-def own_copy(function):
-    """The reference's code as a separate function object: what a student who wrote the same code would submit."""
-    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__)
-    copy.__kwdefaults__ = function.__kwdefaults__
-    return copy
-
-
-def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
-    with pytest.raises(CheckFailed):
-        check(candidate, **kwargs)
-    printed = capsys.readouterr().out
-    assert "✗" in printed
-    assert diagnosis in printed, printed
+from checking import assert_rejected, own_copy
 
 
 # Copies of the reference used inside wrong answers (calling the reference itself is refused by the checks).

@@ -8,14 +8,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import CheckFailed, gan as checks
 from gradelib.reference import gan as ref
-
-
-def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
-    with pytest.raises(CheckFailed):
-        check(candidate, **kwargs)
-    printed = capsys.readouterr().out
-    assert "✗" in printed
-    assert diagnosis in printed, printed
+from checking import assert_rejected
 
 
 def assert_accepted(check, candidate, capsys, points, **kwargs):

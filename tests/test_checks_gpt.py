@@ -1,7 +1,6 @@
 """Every GPT check accepts the reference and rejects plausible wrong answers, naming the fault."""
 
 import math
-import types
 
 import pytest
 import torch
@@ -9,21 +8,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import CheckFailed, gpt as checks
 from gradelib.reference import gpt as ref
-
-
-def own_copy(function):
-    """The reference's code as a separate function object: what a student who wrote the same code would submit."""
-    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__)
-    copy.__kwdefaults__ = function.__kwdefaults__
-    return copy
-
-
-def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
-    with pytest.raises(CheckFailed):
-        check(candidate, **kwargs)
-    printed = capsys.readouterr().out
-    assert "✗" in printed
-    assert diagnosis in printed, printed
+from checking import assert_rejected, own_copy
 
 
 def assert_accepted(check, candidate, capsys, points, seeds=(0, 5, 1234)):

@@ -8,15 +8,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import CheckFailed, vae as checks
 from gradelib.reference import vae as ref
-
-
-def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
-    """The check fails and its table names ``diagnosis``."""
-    with pytest.raises(CheckFailed):
-        check(candidate, **kwargs)
-    printed = capsys.readouterr().out
-    assert "✗" in printed
-    assert diagnosis in printed, printed
+from checking import assert_rejected
 
 
 def stub(*args):

@@ -1,0 +1,24 @@
+"""Helpers shared by the tests of every topic's checks."""
+
+import types
+
+import pytest
+
+from gradelib.checks import CheckFailed
+
+
+def own_copy(function):
+    """The reference's code as a separate function object: what a student who wrote the same code
+    would submit (a check rejects the reference object itself as "calls gradelib.reference")."""
+    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__)
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
+
+
+def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
+    """The check fails and its table names ``diagnosis``."""
+    with pytest.raises(CheckFailed):
+        check(candidate, **kwargs)
+    printed = capsys.readouterr().out
+    assert "✗" in printed
+    assert diagnosis in printed, printed
