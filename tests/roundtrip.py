@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import pytest
 from conftest import ROOT, nbgrader
 
 
@@ -86,3 +87,17 @@ def grade_standard_submissions(course: Path, assignment: str, bugs: dict[str, tu
     })
     print(f"\nautograde of 3 submissions of {assignment}: {result.seconds:.0f} s")
     return result
+
+
+def assert_solution_full_and_untouched_zero(graded: Graded, total: float) -> None:
+    """The solution earns every point; the untouched student version earns none, and grading did not crash."""
+    assert graded.max_score == total
+    assert graded.totals["solution"] == total
+    assert graded.totals["untouched"] == 0.0
+    assert set(graded.cells["untouched"].values()) == {0}
+
+
+def assert_only_these_cells_lost_points(graded: Graded, student: str, expected: dict[str, float]) -> None:
+    """``student`` scored ``expected`` (grade_id -> score) in those cells and full marks everywhere else."""
+    for name, score in graded.cells[student].items():
+        assert score == pytest.approx(expected.get(name, graded.cell_max[name])), name

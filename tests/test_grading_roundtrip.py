@@ -1,7 +1,7 @@
 """Notebook 01 through nbgrader: generate_assignment -> autograde -> generate_feedback -> export."""
 
 import pytest
-from roundtrip import grade_standard_submissions
+from roundtrip import assert_only_these_cells_lost_points, assert_solution_full_and_untouched_zero, grade_standard_submissions
 
 ASSIGNMENT = "01_attention"
 TOTAL = 19.0
@@ -19,23 +19,12 @@ def graded(released_course):
     return grade_standard_submissions(released_course, ASSIGNMENT, BUGS)
 
 
-def test_solution_scores_full_marks(graded):
-    assert graded.max_score == TOTAL
-    assert graded.totals["solution"] == TOTAL
-
-
-def test_untouched_student_notebook_scores_zero_without_crashing(graded):
-    assert graded.totals["untouched"] == 0.0
-    assert set(graded.cells["untouched"].values()) == {0}
+def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
+    assert_solution_full_and_untouched_zero(graded, TOTAL)
 
 
 def test_one_bug_gives_partial_credit_and_named_feedback(graded):
-    cells = graded.cells["buggy"]
-    assert cells["test_ex1_sdpa"] == pytest.approx(2.4)  # 4 of 5 cases pass
-    assert cells["test_q3_cross"] == 0
-    for name, score in cells.items():
-        if name not in ("test_ex1_sdpa", "test_q3_cross"):
-            assert score == graded.cell_max[name], name
+    assert_only_these_cells_lost_points(graded, "buggy", {"test_ex1_sdpa": 2.4, "test_q3_cross": 0})  # 4 of 5 cases pass
     assert graded.totals["buggy"] == pytest.approx(TOTAL - 0.6 - 1)
     feedback = graded.feedback["buggy"]
     assert "Scaled dot-product attention: 2.4 / 3 points" in feedback

@@ -2,7 +2,7 @@
 
 import nbformat
 import pytest
-from roundtrip import grade, released_notebook, solution_path, with_edits
+from roundtrip import assert_only_these_cells_lost_points, assert_solution_full_and_untouched_zero, grade, released_notebook, solution_path, with_edits
 
 ASSIGNMENT = "02_bert"
 TOTAL = 21.0
@@ -27,23 +27,12 @@ def graded(released_course):
     return result
 
 
-def test_solution_scores_full_marks(graded):
-    assert graded.max_score == TOTAL
-    assert graded.totals["solution"] == TOTAL
-
-
-def test_untouched_student_notebook_scores_zero_without_crashing(graded):
-    assert graded.totals["untouched"] == 0.0
-    assert set(graded.cells["untouched"].values()) == {0}
+def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
+    assert_solution_full_and_untouched_zero(graded, TOTAL)
 
 
 def test_one_bug_gives_partial_credit_and_named_feedback(graded):
-    cells = graded.cells["buggy"]
-    assert cells["test_ex6_mask"] == pytest.approx(0.75)  # only the reproducibility case passes
-    assert cells["test_q3_why"] == 0
-    for name, score in cells.items():
-        if name not in ("test_ex6_mask", "test_q3_why"):
-            assert score == graded.cell_max[name], name
+    assert_only_these_cells_lost_points(graded, "buggy", {"test_ex6_mask": 0.75, "test_q3_why": 0})  # only the reproducibility case passes
     assert graded.totals["buggy"] == pytest.approx(TOTAL - 2.25 - 1)
     feedback = graded.feedback["buggy"]
     assert "MLM masking: 0.75 / 3 points" in feedback

@@ -2,7 +2,7 @@
 
 import nbformat
 import pytest
-from roundtrip import grade, released_notebook, solution_path, with_edits
+from roundtrip import assert_only_these_cells_lost_points, assert_solution_full_and_untouched_zero, grade, released_notebook, solution_path, with_edits
 
 ASSIGNMENT = "03_gpt"
 TOTAL = 21.0
@@ -33,23 +33,12 @@ def graded(released_course):
     return result
 
 
-def test_solution_scores_full_marks(graded):
-    assert graded.max_score == TOTAL
-    assert graded.totals["solution"] == TOTAL
-
-
-def test_untouched_student_notebook_scores_zero_without_crashing(graded):
-    assert graded.totals["untouched"] == 0.0
-    assert set(graded.cells["untouched"].values()) == {0}
+def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
+    assert_solution_full_and_untouched_zero(graded, TOTAL)
 
 
 def test_bugs_cost_only_their_own_cells_and_are_named_in_the_feedback(graded):
-    cells = graded.cells["buggy"]
-    assert cells["test_ex1_lm_loss"] == 0  # every case sees the look-ahead
-    assert cells["test_q2_perplexity"] == 0
-    for name, score in cells.items():
-        if name not in ("test_ex1_lm_loss", "test_q2_perplexity"):
-            assert score == graded.cell_max[name], name
+    assert_only_these_cells_lost_points(graded, "buggy", {"test_ex1_lm_loss": 0, "test_q2_perplexity": 0})  # every case sees the look-ahead
     assert graded.totals["buggy"] == pytest.approx(TOTAL - 3 - 1)
     feedback = graded.feedback["buggy"]
     assert "Causal language-modelling loss: 0 / 3 points" in feedback

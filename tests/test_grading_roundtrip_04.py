@@ -2,7 +2,7 @@
 
 import nbformat
 import pytest
-from roundtrip import grade, released_notebook, solution_path, with_edits
+from roundtrip import assert_only_these_cells_lost_points, assert_solution_full_and_untouched_zero, grade, released_notebook, solution_path, with_edits
 
 ASSIGNMENT = "04_vae"
 TOTAL = 18.0
@@ -34,23 +34,12 @@ def graded(released_course):
     return result
 
 
-def test_solution_scores_full_marks(graded):
-    assert graded.max_score == TOTAL
-    assert graded.totals["solution"] == TOTAL
-
-
-def test_untouched_student_notebook_scores_zero_without_crashing(graded):
-    assert graded.totals["untouched"] == 0.0
-    assert set(graded.cells["untouched"].values()) == {0}
+def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
+    assert_solution_full_and_untouched_zero(graded, TOTAL)
 
 
 def test_bugs_cost_only_their_own_cells_and_are_named_in_the_feedback(graded):
-    cells = graded.cells["buggy"]
-    assert cells["test_ex4_neg_elbo"] == 0  # every case has a non-zero KL
-    assert cells["test_q2_reparam"] == 0
-    for name, score in cells.items():
-        if name not in ("test_ex4_neg_elbo", "test_q2_reparam"):
-            assert score == graded.cell_max[name], name
+    assert_only_these_cells_lost_points(graded, "buggy", {"test_ex4_neg_elbo": 0, "test_q2_reparam": 0})  # every case has a non-zero KL
     assert graded.totals["buggy"] == pytest.approx(TOTAL - 2 - 1)
     feedback = graded.feedback["buggy"]
     assert "Negative ELBO, Bernoulli decoder: 0 / 2 points" in feedback

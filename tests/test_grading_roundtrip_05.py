@@ -1,7 +1,7 @@
 """Notebook 05 through nbgrader: generate_assignment -> autograde -> generate_feedback -> export."""
 
 import pytest
-from roundtrip import grade_standard_submissions
+from roundtrip import assert_only_these_cells_lost_points, assert_solution_full_and_untouched_zero, grade_standard_submissions
 
 ASSIGNMENT = "05_gan"
 TOTAL = 17.0
@@ -20,23 +20,12 @@ def graded(released_course):
     return grade_standard_submissions(released_course, ASSIGNMENT, BUGS)
 
 
-def test_solution_scores_full_marks(graded):
-    assert graded.max_score == TOTAL
-    assert graded.totals["solution"] == TOTAL
-
-
-def test_untouched_student_notebook_scores_zero_without_crashing(graded):
-    assert graded.totals["untouched"] == 0.0
-    assert set(graded.cells["untouched"].values()) == {0}
+def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
+    assert_solution_full_and_untouched_zero(graded, TOTAL)
 
 
 def test_one_bug_gives_partial_credit_and_named_feedback(graded):
-    cells = graded.cells["buggy"]
-    assert cells["test_ex1_d_loss"] == pytest.approx(1.5)  # 3 of 4 cases pass: only the confident, wrong D overflows
-    assert cells["test_q4_aae"] == 0
-    for name, score in cells.items():
-        if name not in ("test_ex1_d_loss", "test_q4_aae"):
-            assert score == graded.cell_max[name], name
+    assert_only_these_cells_lost_points(graded, "buggy", {"test_ex1_d_loss": 1.5, "test_q4_aae": 0})  # 3 of 4 cases pass: only the confident, wrong D overflows
     assert graded.totals["buggy"] == pytest.approx(TOTAL - 0.5 - 1)
     feedback = graded.feedback["buggy"]
     assert "Discriminator loss: 1.5 / 2 points" in feedback
