@@ -36,8 +36,20 @@ equal = torch.equal
 isnan = torch.isnan
 nan_to_num = torch.nan_to_num
 softmax = torch.softmax
+log_softmax = torch.log_softmax
+logsumexp = torch.logsumexp
+sigmoid = torch.sigmoid
+xlogy = torch.xlogy
 randn = torch.randn
 rand = torch.rand
+randint = torch.randint
+manual_seed = torch.manual_seed
+fork_rng = torch.random.fork_rng
+grad = torch.autograd.grad
+kl_divergence = torch.distributions.kl_divergence
+Normal = torch.distributions.Normal
+Bernoulli = torch.distributions.Bernoulli
+MultivariateNormal = torch.distributions.MultivariateNormal
 
 Case = tuple[str, Callable[[], "str | None"]]
 

@@ -17,17 +17,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gradelib.checks import _core
 from gradelib.checks._core import close, first_match, max_abs_diff, run_check, tensor_problem
 from gradelib.reference import gan as ref
 
 # Bound at import, before any student code runs.
-_randn = torch.randn
-_rand = torch.rand
+_randn = _core.randn
+_rand = _core.rand
 _logsigmoid = F.logsigmoid
-_sigmoid = torch.sigmoid
-_xlogy = torch.xlogy
-_fork_rng = torch.random.fork_rng
-_manual_seed = torch.manual_seed
+_sigmoid = _core.sigmoid
+_xlogy = _core.xlogy
+_fork_rng = _core.fork_rng
+_manual_seed = _core.manual_seed
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -15,17 +15,18 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from gradelib.checks import _core
 from gradelib.checks._core import close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem
 from gradelib.reference import gpt as ref
 from gradelib.reference.attention import causal_mask as _causal_mask
 
-_randn = torch.randn
-_randint = torch.randint
-_softmax = torch.softmax
-_log_softmax = torch.log_softmax
+_randn = _core.randn
+_randint = _core.randint
+_softmax = _core.softmax
+_log_softmax = _core.log_softmax
 _cross_entropy = F.cross_entropy
 _logsigmoid = F.logsigmoid
-_equal = torch.equal
+_equal = _core.equal
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -16,20 +16,21 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from gradelib.checks import _core
 from gradelib.checks._core import close, first_match, max_abs_diff, run_check, tensor_problem
 from gradelib.reference import vae as ref
 
 # Bound at import, before any student code runs: rebinding these later cannot fool a check.
-_Normal = torch.distributions.Normal
-_Bernoulli = torch.distributions.Bernoulli
-_MultivariateNormal = torch.distributions.MultivariateNormal
-_kl_divergence = torch.distributions.kl_divergence
-_randn = torch.randn
-_rand = torch.rand
-_logsumexp = torch.logsumexp
-_grad = torch.autograd.grad
+_Normal = _core.Normal
+_Bernoulli = _core.Bernoulli
+_MultivariateNormal = _core.MultivariateNormal
+_kl_divergence = _core.kl_divergence
+_randn = _core.randn
+_rand = _core.rand
+_logsumexp = _core.logsumexp
+_grad = _core.grad
 _bce_with_logits = F.binary_cross_entropy_with_logits
-_Tensor = torch.Tensor
+_Tensor = _core._Tensor
 
 
 def _generator(seed: int) -> torch.Generator:
