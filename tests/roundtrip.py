@@ -77,15 +77,18 @@ def released_notebook(course: Path, assignment: str):
     return nbformat.read(course / "course" / assignment / f"{assignment}.ipynb", as_version=4)
 
 
-def grade_standard_submissions(course: Path, assignment: str, bugs: dict[str, tuple[str, str]]) -> Graded:
-    """Grade the three submissions every notebook's round trip needs: the solution, the untouched
-    student version, and the solution with ``bugs`` (grade_id -> (old, new)) applied."""
-    result = grade(course, assignment, {
+def grade_standard_submissions(course: Path, assignment: str, bugs: dict[str, tuple[str, str]],
+                               **more_buggy: dict[str, tuple[str, str]]) -> Graded:
+    """Grade the submissions every notebook's round trip needs: the solution, the untouched student
+    version, and the solution with ``bugs`` (grade_id -> (old, new)) applied, as student "buggy";
+    plus one submission per keyword argument (student name -> its edits)."""
+    submissions = {
         "solution": nbformat.read(solution_path(assignment), as_version=4),
         "untouched": released_notebook(course, assignment),
         "buggy": with_edits(assignment, bugs),
-    })
-    print(f"\nautograde of 3 submissions of {assignment}: {result.seconds:.0f} s")
+    } | {student: with_edits(assignment, edits) for student, edits in more_buggy.items()}
+    result = grade(course, assignment, submissions)
+    print(f"\nautograde of {len(submissions)} submissions of {assignment}: {result.seconds:.0f} s")
     return result
 
 

@@ -1,8 +1,7 @@
 """Notebook 02 through nbgrader: generate_assignment -> autograde -> generate_feedback -> export."""
 
-import nbformat
 import pytest
-from roundtrip import assert_only_these_cells_lost_points, assert_solution_full_and_untouched_zero, grade, released_notebook, solution_path, with_edits
+from roundtrip import assert_only_these_cells_lost_points, assert_solution_full_and_untouched_zero, grade_standard_submissions
 
 ASSIGNMENT = "02_bert"
 TOTAL = 21.0
@@ -18,13 +17,7 @@ BUGS = {
 
 @pytest.fixture(scope="module")
 def graded(released_course):
-    result = grade(released_course, ASSIGNMENT, {
-        "solution": nbformat.read(solution_path(ASSIGNMENT), as_version=4),
-        "untouched": released_notebook(released_course, ASSIGNMENT),
-        "buggy": with_edits(ASSIGNMENT, BUGS),
-    })
-    print(f"\nautograde of 3 submissions of {ASSIGNMENT}: {result.seconds:.0f} s")
-    return result
+    return grade_standard_submissions(released_course, ASSIGNMENT, BUGS)
 
 
 def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
