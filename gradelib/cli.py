@@ -110,6 +110,13 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site(args: argparse.Namespace) -> int:
+    from gradelib.site import build_site
+
+    build_site(args.out, profile=args.profile, names=args.assignments or None)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradelib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="time solution notebooks and collect their metrics", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(run=lambda a: __import__("gradelib.bench", fromlist=["main"]).main(a.rest))
+
+    site = commands.add_parser("site", help="build the static course web site (Jupyter Book) from the notebooks")
+    site.add_argument("assignments", nargs="*", help="default: every notebook, in course order")
+    site.add_argument("--profile", default="default", choices=("quick", "default", "full"),
+                      help="profile the solutions run in to produce the pages' outputs")
+    site.add_argument("--out", type=Path, default=Path("_site"))
+    site.set_defaults(run=_site)
 
     args = parser.parse_args(argv)
     return args.run(args)

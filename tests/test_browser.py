@@ -1,0 +1,134 @@
+"""A real browser: JupyterLab on localhost, notebook 01 opened in headless Chromium and run top to bottom.
+
+Checks what only a browser can: the attention explorer's widgets render and redraw when a control
+changes, plots appear, and no cell shows an error. Screenshots go to reports/browser-*.png.
+
+Needs Debian's chromium (`.ci/run` installs it) and Playwright (the dev extra). Outside CI the test
+skips when chromium is missing; in CI (CI=true) a missing browser is a failure.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling Google's services, which a closed network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+NOTEBOOK = "01_attention"
+SCREENSHOTS = ROOT / "reports"
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        pytest.fail("chromium is missing: .ci/run should have installed Debian's chromium", pytrace=False)
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_settings(settings_dir: Path) -> None:
+    """JupyterLab user settings: render every cell (no windowing) and never ask about news or updates."""
+    notebook = settings_dir / "@jupyterlab" / "notebook-extension"
+    notebook.mkdir(parents=True)
+    (notebook / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    apputils = settings_dir / "@jupyterlab" / "apputils-extension"
+    apputils.mkdir(parents=True)
+    (apputils / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    work = tmp_path_factory.mktemp("lab")
+    shutil.copy(ROOT / "solutions" / NOTEBOOK / f"{NOTEBOOK}.ipynb", work)
+    write_settings(work / "settings")
+    port, token = free_port(), "browser-test"
+    env = dict(os.environ, GRADELIB_PROFILE="quick", JUPYTERLAB_SETTINGS_DIR=str(work / "settings"),
+               JUPYTER_RUNTIME_DIR=str(work / "runtime"))
+    env.pop("MPLBACKEND", None)  # the kernel's own inline backend, as a student gets
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True",
+         "--allow-root"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("JupyterLab did not start:\n" + (work / "server.log").read_text()[-3000:])
+    yield f"{url}/lab/tree/{NOTEBOOK}.ipynb?token={token}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(lab):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(lab)
+        page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                               " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                               " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel", timeout=120_000)
+        page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                               timeout=120_000)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function(
+            """() => {
+                const panel = window.jupyterapp.shell.currentWidget;
+                const code = panel.content.widgets.filter(cell => cell.model.type === 'code');
+                return panel.sessionContext.session.kernel.status === 'idle'
+                    && code.every(cell => cell.model.executionCount !== null);
+            }""", timeout=600_000, polling=1000)
+        yield page
+        browser.close()
+
+
+def test_every_cell_ran_without_an_error(page):
+    outputs = page.evaluate("""() => window.jupyterapp.shell.currentWidget.content.widgets
+        .filter(cell => cell.model.type === 'code').map(cell => cell.model.outputs.toJSON())""")
+    errors = [o for cell in outputs for o in cell if o["output_type"] == "error"]
+    assert not errors, f"{len(errors)} cell(s) failed, first: {errors[0]['ename']}: {errors[0]['evalue']}"
+    assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count() == 0
+    assert len(outputs) > 20
+
+
+def test_plots_appear(page):
+    plots = page.locator(".jp-RenderedImage img")
+    assert plots.count() >= 3
+    plots.first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "browser-01-plot.png"))
+
+
+def test_attention_explorer_renders_and_redraws_on_change(page):
+    explorer = page.locator(".jp-OutputArea-output .widget-vbox", has=page.locator("select")).first
+    explorer.scroll_into_view_if_needed()
+    heatmap = explorer.locator("img")
+    heatmap.wait_for(state="visible", timeout=60_000)
+    before = heatmap.get_attribute("src")
+    explorer.screenshot(path=str(SCREENSHOTS / "browser-01-explorer-before.png"))
+
+    explorer.locator("select").select_option(index=1)
+    page.wait_for_function("([el, before]) => { const img = el.querySelector('img'); return img && img.src !== before; }",
+                           arg=[explorer.element_handle(), before], timeout=60_000)
+    explorer.screenshot(path=str(SCREENSHOTS / "browser-01-explorer-after.png"))
+    assert heatmap.get_attribute("src") != before
