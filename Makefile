@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: lab test bench release clean
+.PHONY: lab test bench release site notebooks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,21 @@ test: $(VENV)/.dev-installed
 bench: $(VENV)/.course-installed
 	$(PY) -m gradelib.bench
 
+# The static course site (Jupyter Book), built offline into _site/_build/html.
+site: $(VENV)/.dev-installed
+	$(VENV)/bin/gradelib site --out _site
+
+# Every solution notebook under nbval, then the benchmark, on one device:
+#   make notebooks DEVICE=cuda              a GPU machine, `full` profile, writes reports/bench-cuda.json
+#   make notebooks DEVICE=cpu PROFILE=quick
+DEVICE ?= cpu
+PROFILE ?= $(if $(filter cuda,$(DEVICE)),full,default)
+notebooks: $(VENV)/.dev-installed
+	GRADELIB_DEVICE=$(DEVICE) GRADELIB_PROFILE=$(PROFILE) MPLBACKEND=Agg $(PY) -m pytest solutions
+	GRADELIB_DEVICE=$(DEVICE) $(PY) -m gradelib.bench --profile $(PROFILE)
+
 release: $(VENV)/.course-installed
 	$(VENV)/bin/gradelib release --all
 
 clean:
-	rm -rf $(VENV) gradebook.db .nbgrader.log
+	rm -rf $(VENV) _site gradebook.db .nbgrader.log

@@ -17,8 +17,17 @@ def device() -> torch.device:
     """The accelerator if there is one (CUDA), otherwise the CPU.
 
     Every notebook moves its models and data here, so the same notebook runs unchanged on a laptop,
-    in CI and on a GPU runtime.
+    in CI and on a GPU runtime. ``GRADELIB_DEVICE=cpu`` keeps a GPU machine on the CPU (to compare);
+    ``GRADELIB_DEVICE=cuda`` insists on the GPU, so a GPU job without one fails instead of quietly
+    running on the CPU.
     """
+    wanted = os.environ.get("GRADELIB_DEVICE", "").strip().lower()
+    if wanted and wanted not in ("cpu", "cuda"):
+        raise ValueError(f"GRADELIB_DEVICE={wanted!r} is not 'cpu' or 'cuda'")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("GRADELIB_DEVICE=cuda, but torch sees no CUDA device (is the CUDA build of torch installed?)")
+    if wanted == "cpu":
+        return torch.device("cpu")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

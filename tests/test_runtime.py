@@ -56,3 +56,17 @@ def test_budget_picks_the_active_profile(monkeypatch):
 def test_budget_profiles_must_share_fields():
     with pytest.raises(ValueError, match="same fields"):
         gradelib.budget(quick=dict(steps=1), default=dict(steps=1, lr=0.1), full=dict(steps=1))
+
+
+def test_gradelib_device_can_pin_the_cpu_and_insists_on_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("GRADELIB_DEVICE", "cpu")
+    assert gradelib.device() == torch.device("cpu")
+    monkeypatch.setenv("GRADELIB_DEVICE", "cuda")
+    assert gradelib.device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        gradelib.device()
+    monkeypatch.setenv("GRADELIB_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="not 'cpu' or 'cuda'"):
+        gradelib.device()
