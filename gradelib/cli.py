@@ -1,6 +1,7 @@
 """The ``gradelib`` command: thin instructor tools over nbgrader.
 
-    gradelib release 01_attention     regenerate course/01_attention/ from solutions/ (nbgrader generate_assignment)
+    gradelib release 01_attention     regenerate course/01_attention/ from solutions/ (nbgrader generate_assignment),
+                                      after syncing its Colab badge and set-up cell with pyproject's Repository URL
     gradelib release --all            every assignment
     gradelib store-outputs NOTEBOOK   run a solution notebook (quick profile) and keep only the outputs
                                       of cells marked "# NBVAL_CHECK_OUTPUT", which nbval compares
@@ -30,7 +31,11 @@ def _release(args: argparse.Namespace) -> int:
     if not names:
         print("name an assignment (e.g. 01_attention) or pass --all", file=sys.stderr)
         return 2
+    from gradelib import _colab
+
     for name in names:
+        if _colab.sync_solution(root, name):
+            print(f"updated the Colab badge and set-up cell of solutions/{name}/ from pyproject.toml")
         _notebooks.generate_assignment(root, name)
         print(f"released course/{name}/")
     return 0

@@ -96,8 +96,9 @@ def page_notebook(student, executed):
 
 def _title(nb, fallback: str) -> str:
     for cell in nb.cells:
-        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
-            return cell.source.lstrip()[2:].splitlines()[0].strip()
+        for line in cell.source.splitlines() if cell.cell_type == "markdown" else []:
+            if line.startswith("# "):
+                return line[2:].strip()
     return fallback
 
 

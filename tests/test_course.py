@@ -85,7 +85,28 @@ def test_notebook_follows_the_course_shape(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_colab_install_uses_the_repository_url_from_pyproject(name):
-    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
-    text = (ROOT / "course" / name / f"{name}.ipynb").read_text()
-    assert f"gradelib @ git+{url}" in text
+def test_colab_badge_and_set_up_cell_come_from_the_repository_url_in_pyproject(name):
+    from gradelib import _colab
+
+    repository = _colab.repository_url(ROOT)
+    nb = load(ROOT / "course" / name / f"{name}.ipynb")
+    assert nb.cells[0].source.startswith(_colab.badge_markdown(repository, name) + "\n\n# ")
+    assert f"/blob/main/course/{name}/{name}.ipynb" in nb.cells[0].source
+    assert nb.cells[1].source == _colab.setup_cell_source(repository)
+    assert "==" not in nb.cells[1].source, "no hard pins: Colab's own torch must stay"
+
+
+def test_colab_sync_rewrites_a_changed_url_and_is_idempotent():
+    import nbformat
+
+    from gradelib import _colab
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 · Title"), nbformat.v4.new_code_cell("x = 1")])
+    assert _colab.sync_notebook(nb, "https://github.com/old/repo", "01_x")
+    assert not _colab.sync_notebook(nb, "https://github.com/old/repo", "01_x")
+    assert _colab.sync_notebook(nb, "https://github.com/new/course", "01_x")
+    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code"]
+    assert nb.cells[0].source.count("Open In Colab") == 1 and "github/new/course/blob/main/course/01_x/01_x.ipynb" in nb.cells[0].source
+    assert "git+https://github.com/new/course" in nb.cells[1].source and "old" not in nb.cells[1].source
+    with pytest.raises(ValueError, match="GitHub"):
+        _colab.colab_url("https://gitlab.com/a/b", "01_x")
