@@ -110,3 +110,17 @@ def test_colab_sync_rewrites_a_changed_url_and_is_idempotent():
     assert "git+https://github.com/new/course" in nb.cells[1].source and "old" not in nb.cells[1].source
     with pytest.raises(ValueError, match="GitHub"):
         _colab.colab_url("https://gitlab.com/a/b", "01_x")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_training_loop_shows_a_labelled_progress_bar(name):
+    """A loop that calls .backward() and an optimizer's step() outside the students' exercise cells runs under tqdm.auto with a desc= saying
+    what it trains (a student's own exercise loop stays theirs to write)."""
+    nb = load(ROOT / "solutions" / name / f"{name}.ipynb")
+    assert any("from tqdm.auto import tqdm" in c.source for c in nb.cells), "use tqdm.auto (a widget in Jupyter)"
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or cell.metadata.get("nbgrader", {}).get("solution"):
+            continue
+        trains = ".backward(" in cell.source and re.search(r"optimi[sz]er\w*\.step\(\)", cell.source)
+        if trains and re.search(r"^\s*for .+:", cell.source, re.MULTILINE):
+            assert "tqdm(" in cell.source and "desc=" in cell.source, f"cell {index} trains without a labelled tqdm bar"
