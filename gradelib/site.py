@@ -8,10 +8,14 @@ outputs of a run of the instructor's solution: plots, worked examples and the se
 reader sees what a finished notebook produces. Interactive explorers cannot run on a static page; each
 one is replaced by a picture of its first view, taken from the widget state that nbclient records
 while it executes the notebook.
+
+Executed notebooks are kept in ``<out>/executed/`` and reused while the solution, the gradelib sources
+and the profile are unchanged, so editing one notebook re-runs only that one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import shutil
 import subprocess
@@ -139,6 +143,32 @@ def write_book(book: Path, pages: dict[str, object], title: str) -> None:
         """).format(title=title) + contents + "\n")
 
 
+def _fingerprint(root: Path, name: str, profile: str) -> str:
+    """What a notebook's outputs depend on: the solution notebook, the gradelib sources and the profile."""
+    digest = hashlib.sha256(profile.encode())
+    for path in [_notebooks.solution_notebook(root, name), *sorted((root / "gradelib").rglob("*.py"))]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _executed_solution(root: Path, name: str, profile: str, cache: Path):
+    """The solution notebook run in ``profile``, reused from ``cache`` while nothing it depends on changed."""
+    cached, stamp = cache / f"{name}.ipynb", cache / f"{name}.fingerprint"
+    fingerprint = _fingerprint(root, name, profile)
+    if cached.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        print(f"[site] {name}: outputs unchanged since the last build, reused", flush=True)
+        return nbformat.read(cached, as_version=4)
+    start = time.perf_counter()
+    print(f"[site] {name}: running the solution ({profile} profile) ...", flush=True)
+    executed, _ = _notebooks.execute_notebook(_notebooks.solution_notebook(root, name), profile=profile,
+                                              store_widget_state=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    nbformat.write(executed, cached)
+    stamp.write_text(fingerprint)
+    print(f"[site] {name}: ran in {time.perf_counter() - start:.0f} s", flush=True)
+    return executed
+
+
 def build_site(out: Path, *, profile: str = "default", root: Path | None = None, names: list[str] | None = None) -> Path:
     """Execute each solution notebook, build the pages and the HTML; return the folder holding index.html."""
     root = root or _notebooks.project_root()
@@ -149,14 +179,11 @@ def build_site(out: Path, *, profile: str = "default", root: Path | None = None,
         shutil.rmtree(book)
     pages = {}
     for name in names:
-        start = time.perf_counter()
-        executed, _ = _notebooks.execute_notebook(_notebooks.solution_notebook(root, name), profile=profile,
-                                                  store_widget_state=True)
+        executed = _executed_solution(root, name, profile, out / "executed")
         student = nbformat.read(root / "course" / name / f"{name}.ipynb", as_version=4)
         pages[name] = page_notebook(student, executed)
         frozen = freeze_widgets(pages[name])
-        print(f"[site] {name}: executed in {time.perf_counter() - start:.0f} s ({profile} profile), "
-              f"{frozen} explorer(s) frozen to pictures", flush=True)
+        print(f"[site] {name}: {frozen} explorer(s) frozen to pictures", flush=True)
     write_book(book, pages, title="Generative AI from first principles")
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(book),
