@@ -30,7 +30,7 @@ lab: $(VENV)/.course-installed
 # nbval and the autograder run the notebooks in the `quick` profile; `python -m gradelib.bench`
 # measures the `default` one.
 test: $(VENV)/.dev-installed
-	GRADELIB_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest
+	GRADELIB_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest --durations=25
 
 bench: $(VENV)/.course-installed
 	$(PY) -m gradelib.bench
