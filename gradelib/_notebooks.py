@@ -59,7 +59,7 @@ def environment(**variables: str | None):
 
 
 def execute_notebook(path: Path, *, profile: str, timeout: int = 900, allow_errors: bool = False,
-                     extra_env: dict[str, str | None] | None = None, store_widget_state: bool = False):
+                     extra_env: dict[str, str | None] | None = None):
     """Run a notebook top to bottom in a fresh kernel of this Python; return (notebook, seconds)."""
     from nbclient import NotebookClient
 
@@ -69,7 +69,9 @@ def execute_notebook(path: Path, *, profile: str, timeout: int = 900, allow_erro
         timeout=timeout,
         kernel_name="python3",
         allow_errors=allow_errors,
-        store_widget_state=store_widget_state,
+        # Always on (nbclient's default): with it off, nbclient 0.11 raises KeyError whenever an Output widget
+        # receives output, and the course site reads the widget state to freeze explorers into pictures.
+        store_widget_state=True,
         resources={"metadata": {"path": str(path.parent)}},
     )
     with environment(GRADELIB_PROFILE=profile, MPLBACKEND=None, **(extra_env or {})):

@@ -160,8 +160,7 @@ def _executed_solution(root: Path, name: str, profile: str, cache: Path):
         return nbformat.read(cached, as_version=4)
     start = time.perf_counter()
     print(f"[site] {name}: running the solution ({profile} profile) ...", flush=True)
-    executed, _ = _notebooks.execute_notebook(_notebooks.solution_notebook(root, name), profile=profile,
-                                              store_widget_state=True)
+    executed, _ = _notebooks.execute_notebook(_notebooks.solution_notebook(root, name), profile=profile)
     cache.mkdir(parents=True, exist_ok=True)
     nbformat.write(executed, cached)
     stamp.write_text(fingerprint)
