@@ -39,8 +39,14 @@ def _widget_outputs(model_id: str, states: dict, seen: set[str] | None = None) -
     if model_id in seen or model_id not in states:
         return []
     seen.add(model_id)
-    state = states[model_id].get("state", {})
-    outputs = list(state.get("outputs", [])) if states[model_id].get("model_name") == "OutputModel" else []
+    model = states[model_id]
+    state = model.get("state", {})
+    outputs = list(state.get("outputs", [])) if model.get("model_name") == "OutputModel" else []
+    if model.get("model_name") == "ImageModel":  # its picture travels as a base64 buffer at path ["value"]
+        mime = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}.get(state.get("format", "png"))
+        for buffer in model.get("buffers", []):
+            if buffer.get("path") == ["value"] and buffer.get("encoding") == "base64" and mime:
+                outputs.append({"output_type": "display_data", "metadata": {}, "data": {mime: buffer["data"]}})
     for child in state.get("children", []):
         outputs += _widget_outputs(str(child).removeprefix("IPY_MODEL_"), states, seen)
     return outputs

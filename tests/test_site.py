@@ -59,16 +59,20 @@ def test_freezing_turns_progress_bars_into_text_and_explorers_into_their_figure(
         "count": {"model_name": "HTMLModel", "state": {"value": "100% 10/10 [00:01&lt;00:00]"}},
         "explorer": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_slider", "IPY_MODEL_out"]}},
         "slider": {"model_name": "IntSliderModel", "state": {"value": 3}},
+        "image_explorer": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_slider", "IPY_MODEL_image"]}},
+        "image": {"model_name": "ImageModel", "state": {"format": "png"},
+                  "buffers": [{"path": ["value"], "encoding": "base64", "data": "iVBORimage"}]},
         "out": {"model_name": "OutputModel", "state": {"outputs": [
             {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR", "text/plain": "<Figure>"}}]}},
     }
     view = "application/vnd.jupyter.widget-view+json"
     nb = nbformat.v4.new_notebook(metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"state": states}}})
     nb.cells = [nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("display_data", {view: {"model_id": m}})])
-                for m in ("bar", "explorer")]
-    assert freeze_widgets(nb) == 1
+                for m in ("bar", "explorer", "image_explorer")]
+    assert freeze_widgets(nb) == 2
     assert nb.cells[0].outputs[0].text == "training: 100% 10/10 [00:01<00:00]\n"
     assert [list(o.data) for o in nb.cells[1].outputs] == [["text/markdown"], ["image/png", "text/plain"]]
+    assert nb.cells[2].outputs[1].data == {"image/png": "iVBORimage"}
     assert "widgets" not in nb.metadata
 
 
