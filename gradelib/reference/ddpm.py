@@ -118,6 +118,13 @@ def simple_loss(eps_model: EpsModel, x0: Tensor, alpha_bars: Tensor, generator: 
     return ((eps_model(x_t, t) - noise) ** 2).mean()
 
 
+def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like x, drawn on the generator's own device (a CPU generator stays usable
+    for a GPU tensor, where torch.randn(..., device="cuda", generator=cpu_generator) raises)."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
 class DDPMSchedule:
     """The DDPM noise schedule and the closed forms built on it. Pure math: no parameters, no nn.Module.
 
@@ -229,7 +236,7 @@ class DDPMSchedule:
         mean = self.eps_posterior_mean(x_t, t, eps_hat)
         if t == 0:
             return mean
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        noise = _noise_like(x_t, generator)
         return mean + self.posterior_variance[t].to(x_t.dtype).sqrt() * noise
 
     def ddim_step(self, eps_hat: Tensor, t: int, t_prev: int, x_t: Tensor, eta: float = 0.0,
@@ -252,7 +259,7 @@ class DDPMSchedule:
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
         x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps_hat
         if eta > 0 and t_prev >= 0:
-            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+            noise = _noise_like(x_t, generator)
             x_prev = x_prev + sigma * noise
         return x_prev
 
