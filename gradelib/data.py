@@ -365,3 +365,173 @@ class CharTokenizer:
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+# -----------------------------------------------------------------------------
+# Audio-visual clips: moving shapes whose sound is tied to what is seen (notebook 09, TVLT)
+#
+# A clip is num_frames grey frames of one shape and a waveform of the same duration. What you
+# hear is a function of what you see: the shape sets the pitch, its size the loudness, and every
+# time the shape hops one step in its direction a tone starts, at the first sample of that frame.
+# A separate "spoken question" per clip asks, as a sequence of tone words, which shape, which
+# direction, or how many hops; its answer is read from the video alone.
+
+AV_SHAPES = SHAPES  # ("circle", "square", "triangle")
+AV_DIRECTIONS = ("left", "right", "up", "down")
+AV_PITCH_HZ = (440.0, 880.0, 1760.0)  # fundamental per shape, in the order of AV_SHAPES
+AV_SAMPLE_RATE = 8000
+AV_FRAME_SAMPLES = 512  # 64 ms of audio per video frame
+AV_MAX_HOPS = 4
+AV_STEP_PIXELS = 1.5  # how far the shape moves on a hop
+AV_SIDE_RANGE = (5.0, 8.0)  # shape side in pixels; loudness grows linearly with it
+AV_AMPLITUDE_RANGE = (0.15, 0.6)
+AV_REST_BRIGHTNESS = 0.5  # the shape is at full brightness on a hop frame (it "flashes") and dimmer between hops
+AV_FLASH_BACKGROUND = 0.2  # ... and so is the background, like a strobe light on the beat
+# The question "words": each is two simultaneous tones (a crude formant pair), 110 ms long.
+AV_WORDS = ("which", "shape", "direction", "how", "many", "hops")
+AV_WORD_TONES_HZ = ((300.0, 2300.0), (600.0, 1300.0), (1000.0, 3000.0), (350.0, 1700.0), (750.0, 2600.0), (1200.0, 2000.0))
+AV_QUESTIONS = (("which", "shape"), ("which", "direction"), ("how", "many", "hops"))
+# One answer vocabulary for all three questions: shapes, then directions, then hop counts.
+AV_ANSWERS = AV_SHAPES + AV_DIRECTIONS + tuple(str(k) for k in range(1, AV_MAX_HOPS + 1))
+_AV_DIRECTION_VECTORS = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])  # (x, y), y down
+
+
+@dataclass
+class AVClips:
+    """A batch of audio-visual clips and their spoken questions.
+
+    video:          (n, T, H, W) float32 in [0, 1], one grey shape on black per frame; on hop frames the
+                    shape is white and the background AV_FLASH_BACKGROUND
+    audio:          (n, T * AV_FRAME_SAMPLES) float32 waveform at AV_SAMPLE_RATE, roughly in [-1, 1]
+    shape:          (n,) int64 index into AV_SHAPES (sets the pitch, AV_PITCH_HZ)
+    side:           (n,) float32 shape side in pixels, in AV_SIDE_RANGE (sets the loudness)
+    direction:      (n,) int64 index into AV_DIRECTIONS
+    hops:           (n, T) bool, True where the shape moves one step at that frame (and a tone starts)
+    question:       (n,) int64 index into AV_QUESTIONS
+    question_audio: (n, T * AV_FRAME_SAMPLES) float32, the question "spoken" as tone words
+    answer:         (n,) int64 index into AV_ANSWERS, the answer to question[i] about clip i
+    """
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    shape: torch.Tensor
+    side: torch.Tensor
+    direction: torch.Tensor
+    hops: torch.Tensor
+    question: torch.Tensor
+    question_audio: torch.Tensor
+    answer: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.video.shape[0]
+
+    def transcript(self, i: int) -> tuple[str, ...]:
+        """The words of clip i's question, e.g. ("how", "many", "hops")."""
+        return AV_QUESTIONS[int(self.question[i])]
+
+
+def _tone_burst(length: int, frequencies: torch.Tensor, amplitude: torch.Tensor, sample_rate: int,
+                decay_s: float) -> torch.Tensor:
+    """Tones with a 4 ms linear attack and an exponential decay, one per row.
+
+    frequencies: (n, k) Hz, summed and divided by k; amplitude: (n, 1). Returns (n, length) float64.
+    """
+    t = torch.arange(length, dtype=torch.float64) / sample_rate
+    wave = torch.sin(2 * math.pi * frequencies[:, :, None] * t).mean(dim=1)
+    envelope = torch.clamp(t / 0.004, max=1.0) * torch.exp(-t / decay_s)
+    return amplitude * envelope * wave
+
+
+def av_clips(n: int, *, seed: int = 0, num_frames: int = 8, image_size: int = 16, noise: float = 0.003) -> AVClips:
+    """Generate n audio-visual clips of a moving shape, deterministically from seed.
+
+    Per clip: a shape (circle/square/triangle), a side in AV_SIDE_RANGE pixels, a direction, and
+    1..AV_MAX_HOPS hop frames chosen among frames 1..T-1 (uniform count, then uniform positions).
+    On a hop frame the shape moves AV_STEP_PIXELS in its direction, is drawn at brightness 1 (else
+    AV_REST_BRIGHTNESS), the black background lights up to AV_FLASH_BACKGROUND, and a tone starts at
+    that frame's first sample: fundamental AV_PITCH_HZ[shape] plus a half-amplitude octave, amplitude rising
+    linearly with the side over AV_AMPLITUDE_RANGE, 4 ms attack, 40 ms decay. Frames without a hop
+    are silent. Gaussian noise of std ``noise`` is added to both waveforms.
+
+    The question asks about the shape, the direction or the number of hops (uniformly); its audio
+    is its words, one every 128 ms from a random start in 0-40 ms, each word two tones
+    (AV_WORD_TONES_HZ) jittered by up to ±2% in pitch, like different speakers.
+
+    Returns AVClips; the same (n, seed, num_frames, image_size, noise) always gives the same clips.
+    """
+    if num_frames < 2:
+        raise ValueError(f"num_frames must be at least 2, got {num_frames}")
+    generator = torch.Generator().manual_seed(seed)
+    sr, frame_len = AV_SAMPLE_RATE, AV_FRAME_SAMPLES
+    max_hops = min(AV_MAX_HOPS, num_frames - 1)
+
+    shape = torch.randint(0, len(AV_SHAPES), (n,), generator=generator)
+    side = AV_SIDE_RANGE[0] + (AV_SIDE_RANGE[1] - AV_SIDE_RANGE[0]) * torch.rand(n, generator=generator)
+    direction = torch.randint(0, len(AV_DIRECTIONS), (n,), generator=generator)
+    num_hops = torch.randint(1, max_hops + 1, (n,), generator=generator)
+    hops = torch.zeros(n, num_frames, dtype=torch.bool)
+    order = torch.argsort(torch.rand(n, num_frames - 1, generator=generator), dim=1)
+    for i in range(n):
+        hops[i, 1 + order[i, : int(num_hops[i])]] = True
+
+    # Positions in pixels. Start so that the whole trajectory stays inside the frame.
+    half = side / 2
+    travel = AV_STEP_PIXELS * num_hops.float()
+    vec = _AV_DIRECTION_VECTORS[direction]  # (n, 2)
+    low = half[:, None] + 0.5 - torch.clamp(vec, max=0) * travel[:, None]  # moving left/up needs room on that side
+    high = image_size - half[:, None] - 0.5 - torch.clamp(vec, min=0) * travel[:, None]
+    start = low + (high - low) * torch.rand(n, 2, generator=generator)
+    steps_taken = torch.cumsum(hops.float(), dim=1)  # (n, T) hops up to and including frame t
+    centres = start[:, None, :] + steps_taken[:, :, None] * AV_STEP_PIXELS * vec[:, None, :]  # (n, T, 2)
+
+    pixel = torch.arange(image_size, dtype=torch.float32) + 0.5
+    dx = (pixel.view(1, 1, 1, -1) - centres[..., 0, None, None]) / image_size  # (n, T, 1, W)
+    dy = (pixel.view(1, 1, -1, 1) - centres[..., 1, None, None]) / image_size  # (n, T, H, 1)
+    half_units = (half / image_size).view(n, 1, 1, 1)
+    sdf = torch.empty(n, num_frames, image_size, image_size)
+    for shape_index, shape_sdf in enumerate((_circle_sdf, _square_sdf, _triangle_sdf)):
+        sel = (shape == shape_index).nonzero().squeeze(1)
+        sdf[sel] = shape_sdf(dx[sel], dy[sel], half_units[sel])
+    brightness = torch.where(hops, 1.0, AV_REST_BRIGHTNESS)  # (n, T)
+    video = (0.5 - sdf * image_size).clamp(0.0, 1.0) * brightness[:, :, None, None]
+    video = torch.maximum(video, AV_FLASH_BACKGROUND * hops.float()[:, :, None, None])
+
+    # Clip audio: a tone burst at every hop frame (each frame's audio is the burst or silence).
+    length = num_frames * frame_len
+    fraction = (side - AV_SIDE_RANGE[0]) / (AV_SIDE_RANGE[1] - AV_SIDE_RANGE[0])
+    amplitude = AV_AMPLITUDE_RANGE[0] + (AV_AMPLITUDE_RANGE[1] - AV_AMPLITUDE_RANGE[0]) * fraction
+    pitch = torch.tensor(AV_PITCH_HZ, dtype=torch.float64)[shape]  # (n,)
+    burst = _tone_burst(frame_len, pitch[:, None] * torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64),
+                        amplitude.double()[:, None], sr, decay_s=0.040)  # (n, frame_len)
+    audio = (hops[:, :, None].double() * burst[:, None, :]).reshape(n, length)
+
+    # Question audio and answers: word w starts at offset + w * 128 ms.
+    question = torch.randint(0, len(AV_QUESTIONS), (n,), generator=generator)
+    offsets = torch.randint(0, int(0.040 * sr), (n,), generator=generator)
+    jitter = 1 + 0.02 * (2 * torch.rand(n, 3, 2, generator=generator, dtype=torch.float64) - 1)
+    word_gain = 0.4 + 0.2 * torch.rand(n, 3, generator=generator, dtype=torch.float64)
+    word_len, word_gap = int(0.110 * sr), int(0.128 * sr)
+    word_tones = torch.tensor(AV_WORD_TONES_HZ, dtype=torch.float64)
+    word_ids = torch.tensor([[AV_WORDS.index(w) for w in q] + [-1] * (3 - len(q)) for q in AV_QUESTIONS])[question]  # (n, 3)
+    question_audio = torch.zeros(n, length, dtype=torch.float64)
+    sample = torch.arange(length)
+    for w in range(3):
+        spoken = word_ids[:, w] >= 0
+        tones = word_tones[word_ids[:, w].clamp(min=0)] * jitter[:, w]  # (n, 2)
+        words = _tone_burst(word_len, tones, (word_gain[:, w] * spoken)[:, None], sr, decay_s=0.5)  # (n, word_len)
+        begin = offsets + w * word_gap  # (n,)
+        index = sample[None, :] - begin[:, None]  # (n, length): position inside the word
+        inside = (index >= 0) & (index < word_len)
+        question_audio += torch.where(inside, words.gather(1, index.clamp(0, word_len - 1)), 0.0)
+    answer = torch.where(question == 0, shape,
+                         torch.where(question == 1, len(AV_SHAPES) + direction,
+                                     len(AV_SHAPES) + len(AV_DIRECTIONS) + num_hops - 1))
+
+    audio = audio + noise * torch.randn(n, length, generator=generator, dtype=torch.float64)
+    question_audio = question_audio + noise * torch.randn(n, length, generator=generator, dtype=torch.float64)
+    return AVClips(video=video, audio=audio.float(), shape=shape, side=side, direction=direction, hops=hops,
+                   question=question, question_audio=question_audio.float(), answer=answer)
+
+
+__all__ += ["AV_SHAPES", "AV_DIRECTIONS", "AV_PITCH_HZ", "AV_SAMPLE_RATE", "AV_FRAME_SAMPLES", "AV_MAX_HOPS",
+            "AV_STEP_PIXELS", "AV_SIDE_RANGE", "AV_AMPLITUDE_RANGE", "AV_REST_BRIGHTNESS", "AV_FLASH_BACKGROUND", "AV_WORDS", "AV_QUESTIONS", "AV_ANSWERS", "AVClips", "av_clips"]

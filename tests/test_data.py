@@ -265,3 +265,78 @@ def test_nothing_touches_the_network(monkeypatch):
     data.captioned_shapes(10, split="all")
     data.text_splits()
     data.CharTokenizer.from_text(data.text_corpus())
+
+
+# -----------------------------------------------------------------------------
+# Audio-visual clips (notebook 09)
+
+
+def test_av_clips_shapes_ranges_and_determinism():
+    clips = data.av_clips(12, seed=4)
+    assert clips.video.shape == (12, 8, 16, 16) and clips.video.dtype == torch.float32
+    assert clips.audio.shape == (12, 8 * data.AV_FRAME_SAMPLES) == clips.question_audio.shape
+    assert 0.0 <= clips.video.min() and clips.video.max() <= 1.0
+    assert clips.audio.abs().max() < 1.0 and clips.question_audio.abs().max() < 1.0
+    assert ((clips.hops.sum(1) >= 1) & (clips.hops.sum(1) <= data.AV_MAX_HOPS)).all()
+    assert not clips.hops[:, 0].any()  # a hop is a change from the previous frame
+    again = data.av_clips(12, seed=4)
+    assert torch.equal(clips.video, again.video) and torch.equal(clips.audio, again.audio)
+    assert not torch.equal(clips.audio, data.av_clips(12, seed=5).audio)
+
+
+def test_av_clips_do_not_touch_global_rng():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    data.av_clips(4, seed=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_av_sound_follows_the_picture():
+    clips = data.av_clips(60, seed=0, noise=0.0)
+    frames = clips.audio.view(60, 8, data.AV_FRAME_SAMPLES)
+    energy = (frames ** 2).mean(-1)
+    # Sound exactly on hop frames; silence elsewhere.
+    assert torch.equal(energy > 1e-6, clips.hops)
+    # Pitch from the shape: the strongest FFT bin of a hop frame is the shape's fundamental.
+    for i in range(60):
+        t = int(clips.hops[i].nonzero()[0])
+        spectrum = torch.fft.rfft(frames[i, t].double()).abs()
+        peak_hz = int(spectrum.argmax()) * data.AV_SAMPLE_RATE / data.AV_FRAME_SAMPLES
+        assert abs(peak_hz - data.AV_PITCH_HZ[int(clips.shape[i])]) <= data.AV_SAMPLE_RATE / data.AV_FRAME_SAMPLES
+    # Loudness from the size: the peak amplitude grows with the side.
+    peak = clips.audio.abs().amax(1)
+    order = torch.argsort(clips.side)
+    assert torch.all(peak[order][1:] >= peak[order][:-1] - 1e-6) or torch.corrcoef(torch.stack([peak, clips.side]))[0, 1] > 0.99
+
+
+def test_av_video_moves_and_flashes_on_hops():
+    clips = data.av_clips(40, seed=1)
+    mass = clips.video.sum(dim=(2, 3))
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    shape_only = clips.video * (clips.video > data.AV_FLASH_BACKGROUND + 0.01)
+    cx = (shape_only * xs).sum((2, 3)) / shape_only.sum((2, 3))
+    cy = (shape_only * ys).sum((2, 3)) / shape_only.sum((2, 3))
+    moved = torch.stack([cx.diff(dim=1), cy.diff(dim=1)], -1).norm(dim=-1) > 0.5
+    assert torch.equal(moved, clips.hops[:, 1:])
+    assert (mass[clips.hops] > mass.mean()).all() or (mass[clips.hops].mean() > 2 * mass[~clips.hops].mean())
+    net = torch.stack([cx[:, -1] - cx[:, 0], cy[:, -1] - cy[:, 0]], -1)
+    direction = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    assert torch.equal((net @ direction.T).argmax(1), clips.direction)
+
+
+def test_av_questions_and_answers_agree():
+    clips = data.av_clips(90, seed=2)
+    for i in range(90):
+        answer = data.AV_ANSWERS[int(clips.answer[i])]
+        question = clips.transcript(i)
+        if question == ("which", "shape"):
+            assert answer == data.AV_SHAPES[int(clips.shape[i])]
+        elif question == ("which", "direction"):
+            assert answer == data.AV_DIRECTIONS[int(clips.direction[i])]
+        else:
+            assert answer == str(int(clips.hops[i].sum()))
+    energy = (clips.question_audio.view(90, -1, 64) ** 2).mean(-1) > 1e-3
+    spoken = energy.float().sum(1) * 64 / data.AV_SAMPLE_RATE  # seconds of speech
+    lengths = torch.tensor([len(clips.transcript(i)) for i in range(90)])
+    assert spoken[lengths == 3].min() > spoken[lengths == 2].max()
