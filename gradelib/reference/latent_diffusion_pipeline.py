@@ -29,15 +29,6 @@ def _progress(iterable, enabled: bool, desc: str):
     return tqdm(iterable, desc=desc)
 
 
-def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
-    """A generator on ``device`` for the sampler's per-step noise, seeded from ``generator`` (CPU): reproducible
-    on a GPU too, where torch.randn(..., device="cuda") refuses a CPU generator."""
-    if generator is None or generator.device.type == torch.device(device).type:
-        return generator
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    return torch.Generator(device).manual_seed(seed)
-
-
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work (for timing); nothing to wait for on the CPU."""
     if device.type == "cuda":
@@ -154,7 +145,7 @@ class LatentDiffusionPipeline:
         self.unet.eval(), self.text_encoder.eval()
         z_T = torch.randn(self.latent_shape(len(captions)), generator=generator).to(self.device)
         z0 = ddim_sample(self.guided_eps_model(captions, guidance_scale), self.schedule, z_T, num_steps, eta=eta,
-                         generator=_on_device(generator, self.device))
+                         generator=generator)
         return z0 if return_latents else self.decode_latents(z0)
 
     @torch.no_grad()
@@ -169,7 +160,7 @@ class LatentDiffusionPipeline:
         z_t, t_start = ld.sdedit_noise(z0, strength, self.schedule.alpha_bars.to(self.device), noise)
         steps = max(1, int(round(strength * num_steps)))
         z = ddim_sample(self.guided_eps_model(captions, guidance_scale), self.schedule, z_t, steps, t_start=t_start,
-                        eta=eta, generator=_on_device(generator, self.device))
+                        eta=eta, generator=generator)
         return self.decode_latents(z)
 
     @torch.no_grad()
@@ -192,7 +183,7 @@ class LatentDiffusionPipeline:
 
         z_T = torch.randn(z0.shape, generator=generator).to(self.device)
         z = ddim_sample(self.guided_eps_model(captions, guidance_scale), self.schedule, z_T, num_steps, callback=put_back_known,
-                        eta=eta, generator=_on_device(generator, self.device))
+                        eta=eta, generator=generator)
         out = self.decode_latents(z)
         pixel_mask = pixel_mask.to(out.device)
         return pixel_mask * out + (1 - pixel_mask) * images.to(out.device)  # SD also pastes the known pixels back
