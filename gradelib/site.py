@@ -149,18 +149,25 @@ def write_book(book: Path, pages: dict[str, object], title: str) -> None:
         """).format(title=title) + contents + "\n")
 
 
-def _fingerprint(root: Path, name: str, profile: str) -> str:
-    """What a notebook's outputs depend on: the solution notebook, the gradelib sources and the profile."""
-    digest = hashlib.sha256(profile.encode())
-    for path in [_notebooks.solution_notebook(root, name), *sorted((root / "gradelib").rglob("*.py"))]:
+def _sources_digest(root: Path) -> str:
+    """One hash of every gradelib source file: each notebook's outputs depend on them."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "gradelib").rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def _executed_solution(root: Path, name: str, profile: str, cache: Path):
+def _fingerprint(root: Path, name: str, profile: str, sources_digest: str) -> str:
+    """What a notebook's outputs depend on: the solution notebook, the gradelib sources and the profile."""
+    digest = hashlib.sha256(f"{profile}\n{sources_digest}\n".encode())
+    digest.update(_notebooks.solution_notebook(root, name).read_bytes())
+    return digest.hexdigest()
+
+
+def _executed_solution(root: Path, name: str, profile: str, cache: Path, sources_digest: str):
     """The solution notebook run in ``profile``, reused from ``cache`` while nothing it depends on changed."""
     cached, stamp = cache / f"{name}.ipynb", cache / f"{name}.fingerprint"
-    fingerprint = _fingerprint(root, name, profile)
+    fingerprint = _fingerprint(root, name, profile, sources_digest)
     if cached.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         print(f"[site] {name}: outputs unchanged since the last build, reused", flush=True)
         return nbformat.read(cached, as_version=4)
@@ -183,8 +190,9 @@ def build_site(out: Path, *, profile: str = "default", root: Path | None = None,
     if book.exists():
         shutil.rmtree(book)
     pages = {}
+    sources_digest = _sources_digest(root)
     for name in names:
-        executed = _executed_solution(root, name, profile, out / "executed")
+        executed = _executed_solution(root, name, profile, out / "executed", sources_digest)
         student = nbformat.read(root / "course" / name / f"{name}.ipynb", as_version=4)
         pages[name] = page_notebook(student, executed)
         frozen = freeze_widgets(pages[name])
