@@ -164,6 +164,31 @@ def test_tvlt_shapes_one_shared_encoder_and_a_differentiable_loss():
     assert ref.matching_scores(model, video, audio, chunk=5).shape == (4, 4)
 
 
+def test_matching_can_use_part_of_the_batch_while_mae_uses_all_of_it():
+    config = ref.TVLTConfig(d_model=16, num_layers=1, d_ff=32, decoder_d_model=16, num_heads=2)
+    model = ref.TVLT(config)
+    video = torch.rand(6, 16, config.video_patch_dim)
+    audio = torch.randn(6, 16, config.audio_patch_dim)
+    calls = []
+    original = model.vam_logits
+    model.vam_logits = lambda v, a: calls.append((v.shape[0], a.shape[0])) or original(v, a)
+    full = ref.pretraining_loss(model, video, audio, video, audio, generator=torch.Generator().manual_seed(0))
+    part = ref.pretraining_loss(model, video, audio, video, audio, generator=torch.Generator().manual_seed(0),
+                                vam_batch_size=2)
+    assert calls == [(12, 12), (4, 4)]  # V positives + V negatives
+    # the same masks (drawn first from the same generator), so the same MAE loss over all six clips
+    assert torch.equal(full["mae"], part["mae"])
+    with pytest.raises(ValueError):
+        ref.pretraining_loss(model, video, audio, video, audio, vam_batch_size=1)
+
+
+def test_positions_start_at_the_configured_scale():
+    for std in (0.02, 0.5):
+        model = ref.TVLT(ref.TVLTConfig(d_model=64, position_std=std))
+        for table in (model.video_space, model.video_time, model.audio_freq, model.video_decoder.position):
+            assert float(table.detach().std()) == pytest.approx(std, rel=0.35)
+
+
 def test_asr_prefix_lm_is_causal_over_tokens_and_transcribes():
     asr = ref.TinyASR(audio_patch_dim=8, num_audio_patches=6, vocab_size=9, d_model=16, num_heads=2)
     audio = torch.randn(2, 6, 8)

@@ -245,6 +245,10 @@ class TVLTConfig:
     d_ff: int = 256
     decoder_d_model: int = 64
     decoder_layers: int = 1
+    # Initial scale of the learned position, modality and [CLS] embeddings. MAE adds fixed sin-cos
+    # positions of unit scale; 0.02 (BERT's habit) makes every mask token nearly the same vector at
+    # first, and the decoders then take most of a short run to learn where a hidden patch is.
+    position_std: float = 0.5
     num_classes: int = 0  # > 0 adds a classification head on [CLS] (the spoken-question task)
     shared_time: bool = True  # one table of temporal embeddings for both modalities (needs equal time slots)
 
@@ -275,11 +279,12 @@ def _blocks(d_model: int, num_heads: int, d_ff: int, num_layers: int) -> nn.Modu
 class PatchDecoder(nn.Module):
     """One modality's MAE decoder: project, fill in mask tokens, add positions, a few blocks, predict pixels."""
 
-    def __init__(self, d_model: int, d_dec: int, num_patches: int, patch_dim: int, num_layers: int, num_heads: int):
+    def __init__(self, d_model: int, d_dec: int, num_patches: int, patch_dim: int, num_layers: int, num_heads: int,
+                 position_std: float = 0.02):
         super().__init__()
         self.embed = nn.Linear(d_model, d_dec)
         self.mask_token = nn.Parameter(torch.zeros(d_dec))
-        self.position = nn.Parameter(0.02 * torch.randn(num_patches, d_dec))
+        self.position = nn.Parameter(position_std * torch.randn(num_patches, d_dec))
         self.blocks = _blocks(d_dec, num_heads, 4 * d_dec, num_layers)
         self.norm = nn.LayerNorm(d_dec)
         self.head = nn.Linear(d_dec, patch_dim)
@@ -311,20 +316,21 @@ class TVLT(nn.Module):
         at, af = c.audio_grid
         self.video_embed = nn.Linear(c.video_patch_dim, d)
         self.audio_embed = nn.Linear(c.audio_patch_dim, d)
-        self.modality = nn.Parameter(0.02 * torch.randn(2, d))  # 0 = vision, 1 = audio
-        self.video_time = nn.Parameter(0.02 * torch.randn(vt, d))
-        self.video_space = nn.Parameter(0.02 * torch.randn(vh * vw, d))
+        std = c.position_std
+        self.modality = nn.Parameter(std * torch.randn(2, d))  # 0 = vision, 1 = audio
+        self.video_time = nn.Parameter(std * torch.randn(vt, d))
+        self.video_space = nn.Parameter(std * torch.randn(vh * vw, d))
         if c.shared_time:
             assert at == vt, f"shared_time needs as many audio time slots as video ones, got {at} and {vt}"
             self.audio_time = self.video_time  # the same clock: slot tau of either modality covers the same 128 ms
         else:
-            self.audio_time = nn.Parameter(0.02 * torch.randn(at, d))
-        self.audio_freq = nn.Parameter(0.02 * torch.randn(af, d))
-        self.cls = nn.Parameter(0.02 * torch.randn(d))
+            self.audio_time = nn.Parameter(std * torch.randn(at, d))
+        self.audio_freq = nn.Parameter(std * torch.randn(af, d))
+        self.cls = nn.Parameter(std * torch.randn(d))
         self.encoder = _blocks(d, c.num_heads, c.d_ff, c.num_layers)
         self.norm = nn.LayerNorm(d)
-        self.video_decoder = PatchDecoder(d, c.decoder_d_model, vt * vh * vw, c.video_patch_dim, c.decoder_layers, c.num_heads)
-        self.audio_decoder = PatchDecoder(d, c.decoder_d_model, at * af, c.audio_patch_dim, c.decoder_layers, c.num_heads)
+        self.video_decoder = PatchDecoder(d, c.decoder_d_model, vt * vh * vw, c.video_patch_dim, c.decoder_layers, c.num_heads, std)
+        self.audio_decoder = PatchDecoder(d, c.decoder_d_model, at * af, c.audio_patch_dim, c.decoder_layers, c.num_heads, std)
         self.vam_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.class_head = nn.Linear(d, c.num_classes) if c.num_classes else None
 
@@ -385,16 +391,21 @@ class TVLT(nn.Module):
 
 def pretraining_loss(model: TVLT, video_patches: Tensor, audio_patches: Tensor, video_targets: Tensor,
                      audio_targets: Tensor, lambda_vam: float = 1.0, lambda_mae: float = 0.3,
-                     mask_ratio: float = 0.75, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                     mask_ratio: float = 0.75, generator: torch.Generator | None = None,
+                     vam_batch_size: int | None = None) -> dict[str, Tensor]:
     """TVLT's objective: lambda_vam * L_VAM + lambda_mae * L_MAE (the paper's weights are 1.0 and 0.3).
 
-    L_MAE averages the video and audio masked-patch MSEs; L_VAM is binary cross-entropy on the [CLS]
-    matching logit over vam_pairs(B): B positives and B negatives.
+    L_MAE averages the video and audio masked-patch MSEs over the whole batch of B clips; L_VAM is
+    binary cross-entropy on the [CLS] matching logit over vam_pairs(V) built from the first
+    V = vam_batch_size clips (default B): V positives and V negatives. Matching reads *unmasked*
+    inputs, 1 + N_v + N_a tokens per pair against MAE's 1 + N_v/4 + N_a/4 per clip, so a smaller V
+    makes a step much cheaper.
     """
     out = model.mae(video_patches, audio_patches, mask_ratio, mask_ratio, generator)
     loss_video = masked_patch_mse(out["video_pred"], video_targets, out["video_mask"])
     loss_audio = masked_patch_mse(out["audio_pred"], audio_targets, out["audio_mask"])
-    vi, ai, label = vam_pairs(video_patches.shape[0], generator)
+    vam_batch_size = video_patches.shape[0] if vam_batch_size is None else vam_batch_size
+    vi, ai, label = vam_pairs(vam_batch_size, generator)
     device = video_patches.device
     vi, ai, label = vi.to(device), ai.to(device), label.to(device)
     logits = model.vam_logits(video_patches[vi], audio_patches[ai])
