@@ -59,11 +59,12 @@ def lab(tmp_path_factory):
     env = dict(os.environ, GRADELIB_PROFILE="quick", JUPYTERLAB_SETTINGS_DIR=str(work / "settings"),
                JUPYTER_RUNTIME_DIR=str(work / "runtime"))
     env.pop("MPLBACKEND", None)  # the kernel's own inline backend, as a student gets
+    server_log = open(work / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True",
          "--allow-root"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
+        env=env, stdout=subprocess.DEVNULL, stderr=server_log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -74,10 +75,12 @@ def lab(tmp_path_factory):
             time.sleep(0.5)
     else:
         server.kill()
+        server_log.close()
         pytest.fail("JupyterLab did not start:\n" + (work / "server.log").read_text()[-3000:])
     yield f"{url}/lab/tree/{NOTEBOOK}.ipynb?token={token}"
     server.terminate()
     server.wait(timeout=30)
+    server_log.close()
 
 
 @pytest.fixture(scope="module")

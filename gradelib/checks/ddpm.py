@@ -512,14 +512,19 @@ def _loss_call_problem(model, loss, x0, T) -> str | None:
     return None
 
 
+def _checked_loss_call(fn, x0, alpha_bars, seed):
+    """Run the student's loss once; (problem with the call or None, the recording model, the loss)."""
+    model, loss = _run_loss(fn, x0, alpha_bars, seed)
+    return _loss_call_problem(model, loss, x0, alpha_bars.shape[0]), model, loss
+
+
 def _implied_noise(x_t, t, x0, alpha_bars):
     ab = _col(alpha_bars, t, x0)
     return (x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()
 
 
 def _loss_value_case(fn, x0, alpha_bars, seed) -> str | None:
-    model, loss = _run_loss(fn, x0, alpha_bars, seed)
-    problem = _loss_call_problem(model, loss, x0, alpha_bars.shape[0])
+    problem, model, loss = _checked_loss_call(fn, x0, alpha_bars, seed)
     if problem:
         return problem
     x_t, t = model.calls[0]
@@ -544,8 +549,7 @@ def _loss_value_case(fn, x0, alpha_bars, seed) -> str | None:
 
 
 def _loss_noise_case(fn, x0, alpha_bars, seed) -> str | None:
-    model, loss = _run_loss(fn, x0, alpha_bars, seed)
-    problem = _loss_call_problem(model, loss, x0, alpha_bars.shape[0])
+    problem, model, loss = _checked_loss_call(fn, x0, alpha_bars, seed)
     if problem:
         return problem
     x_t, t = model.calls[0]
@@ -563,11 +567,10 @@ def _loss_noise_case(fn, x0, alpha_bars, seed) -> str | None:
 
 
 def _loss_t_case(fn, x0, alpha_bars, seed) -> str | None:
-    model, loss = _run_loss(fn, x0, alpha_bars, seed)
-    T = alpha_bars.shape[0]
-    problem = _loss_call_problem(model, loss, x0, T)
+    problem, model, _ = _checked_loss_call(fn, x0, alpha_bars, seed)
     if problem:
         return problem
+    T = alpha_bars.shape[0]
     t = model.calls[0][1]
     counts = _bincount(t, minlength=T).double()
     expected = len(t) / T
