@@ -291,12 +291,13 @@ def _batch_t(t: int, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
 
 
-def _progress(iterable, enabled: bool, desc: str):
+def progress_bar(iterable, enabled: bool, desc: str, leave: bool = False):
+    """iterable wrapped in a tqdm bar when enabled (the samplers' bars vanish when done unless leave)."""
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, leave=False)
+    return tqdm(iterable, desc=desc, leave=leave)
 
 
 @torch.no_grad()
@@ -308,7 +309,7 @@ def ddpm_sample(eps_model: EpsModel, schedule: DDPMSchedule, x_T: Tensor, *,
     """
     schedule = schedule.to(x_T.device)
     x = x_T
-    for t in _progress(range(schedule.T - 1, -1, -1), progress, "DDPM"):
+    for t in progress_bar(range(schedule.T - 1, -1, -1), progress, "DDPM"):
         eps_hat = eps_model(x, _batch_t(t, x))
         x = schedule.ddpm_step(eps_hat, t, x, generator=generator, clip_x0=clip_x0)
     return x
@@ -327,7 +328,7 @@ def ddim_sample(eps_model: EpsModel, schedule: DDPMSchedule, x_T: Tensor, num_st
     schedule = schedule.to(x_T.device)
     steps = schedule.ddim_timesteps(num_steps, t_start)
     x = x_T
-    for i in _progress(range(len(steps)), progress, "DDIM"):
+    for i in progress_bar(range(len(steps)), progress, "DDIM"):
         t = steps[i]
         t_prev = steps[i + 1] if i + 1 < len(steps) else -1
         eps_hat = eps_model(x, _batch_t(t, x))

@@ -18,15 +18,7 @@ from torch import Tensor
 
 from gradelib.data import COLOURS, POSITIONS, SHAPES, ShapesBatch, caption_for
 from gradelib.reference import latent_diffusion as ld
-from gradelib.reference.ddpm import DDPMSchedule, ddim_sample
-
-
-def _progress(iterable, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc)
+from gradelib.reference.ddpm import DDPMSchedule, ddim_sample, progress_bar
 
 
 def synchronize(device: torch.device) -> None:
@@ -53,7 +45,7 @@ def train_autoencoder(autoencoder: ld.KLAutoencoder, images: Tensor, steps: int,
     schedule = _one_cycle(optimizer, lr, steps)
     losses = []
     autoencoder.train()
-    for _ in _progress(range(steps), progress, "autoencoder"):
+    for _ in progress_bar(range(steps), progress, "autoencoder", leave=True):
         x = images[torch.randint(0, len(images), (batch_size,), generator=generator)].to(device)
         recon, mu, logvar = autoencoder(x)
         loss, reconstruction, _ = ld.kl_autoencoder_loss(recon, 2 * x - 1, mu, logvar, kl_weight)
@@ -211,7 +203,7 @@ def train_latent_diffusion(pipe: LatentDiffusionPipeline, mu: Tensor, logvar: Te
     alpha_bars = pipe.schedule.alpha_bars.to(device)
     pipe.unet.train(), pipe.text_encoder.train()
     losses = []
-    for _ in _progress(range(steps), progress, "latent diffusion"):
+    for _ in progress_bar(range(steps), progress, "latent diffusion", leave=True):
         idx = torch.randint(0, len(mu), (batch_size,), generator=generator)
         m, lv = mu[idx].to(device), logvar[idx].to(device)
         z0 = (m + torch.randn(m.shape, generator=generator).to(device) * (0.5 * lv).exp()) * pipe.scale_factor
@@ -245,7 +237,7 @@ def train_classifier(classifier: ld.ShapeClassifier, data: ShapesBatch, steps: i
     optimizer = torch.optim.Adam(classifier.parameters(), lr)
     losses = []
     classifier.train()
-    for _ in _progress(range(steps), progress, "classifier"):
+    for _ in progress_bar(range(steps), progress, "classifier", leave=True):
         i = torch.randint(0, len(data), (batch_size,), generator=generator)
         x = data.images[i]
         k = 0.5 * torch.rand(batch_size, 1, 1, 1, generator=generator)
