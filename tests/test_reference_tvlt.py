@@ -178,8 +178,9 @@ def test_matching_can_use_part_of_the_batch_while_mae_uses_all_of_it():
     assert calls == [(12, 12), (4, 4)]  # V positives + V negatives
     # the same masks (drawn first from the same generator), so the same MAE loss over all six clips
     assert torch.equal(full["mae"], part["mae"])
-    with pytest.raises(ValueError):
-        ref.pretraining_loss(model, video, audio, video, audio, vam_batch_size=1)
+    for too_few_or_too_many in (1, 7):
+        with pytest.raises(ValueError):
+            ref.pretraining_loss(model, video, audio, video, audio, vam_batch_size=too_few_or_too_many)
 
 
 def test_positions_start_at_the_configured_scale():

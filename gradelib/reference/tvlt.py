@@ -280,7 +280,7 @@ class PatchDecoder(nn.Module):
     """One modality's MAE decoder: project, fill in mask tokens, add positions, a few blocks, predict pixels."""
 
     def __init__(self, d_model: int, d_dec: int, num_patches: int, patch_dim: int, num_layers: int, num_heads: int,
-                 position_std: float = 0.02):
+                 position_std: float):
         super().__init__()
         self.embed = nn.Linear(d_model, d_dec)
         self.mask_token = nn.Parameter(torch.zeros(d_dec))
@@ -398,13 +398,16 @@ def pretraining_loss(model: TVLT, video_patches: Tensor, audio_patches: Tensor, 
     L_MAE averages the video and audio masked-patch MSEs over the whole batch of B clips; L_VAM is
     binary cross-entropy on the [CLS] matching logit over vam_pairs(V) built from the first
     V = vam_batch_size clips (default B): V positives and V negatives. Matching reads *unmasked*
-    inputs, 1 + N_v + N_a tokens per pair against MAE's 1 + N_v/4 + N_a/4 per clip, so a smaller V
-    makes a step much cheaper.
+    inputs, 1 + N_v + N_a tokens per pair against MAE's 1 + N_v/4 + N_a/4 per clip at mask ratio 0.75,
+    so a smaller V makes a step much cheaper.
     """
+    batch_size = video_patches.shape[0]
+    vam_batch_size = batch_size if vam_batch_size is None else vam_batch_size
+    if vam_batch_size > batch_size:
+        raise ValueError(f"vam_batch_size={vam_batch_size} is larger than the batch ({batch_size} clips)")
     out = model.mae(video_patches, audio_patches, mask_ratio, mask_ratio, generator)
     loss_video = masked_patch_mse(out["video_pred"], video_targets, out["video_mask"])
     loss_audio = masked_patch_mse(out["audio_pred"], audio_targets, out["audio_mask"])
-    vam_batch_size = video_patches.shape[0] if vam_batch_size is None else vam_batch_size
     vi, ai, label = vam_pairs(vam_batch_size, generator)
     device = video_patches.device
     vi, ai, label = vi.to(device), ai.to(device), label.to(device)
