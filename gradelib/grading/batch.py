@@ -17,7 +17,6 @@ This module adds what a large class needs around it:
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import subprocess
@@ -29,24 +28,8 @@ from pathlib import Path
 
 import nbformat
 import psutil
-from jupyter_client.manager import AsyncKernelManager
 
 STATUSES = ("ok", "timeout", "kernel-died", "unreadable", "tampered")
-GRADER_ENV_HIDDEN = ("NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
-
-
-class GradingKernelManager(AsyncKernelManager):
-    """Starts grading kernels in the quick profile, without nbgrader's tell-tale environment variables."""
-
-    async def _async_pre_start_kernel(self, **kw):
-        kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
-        env = dict(kw.get("env") or os.environ)
-        for name in GRADER_ENV_HIDDEN:
-            env.pop(name, None)
-        env["GRADELIB_PROFILE"] = "quick"
-        env.pop("MPLBACKEND", None)
-        kw["env"] = env
-        return kernel_cmd, kw
 
 
 @dataclass
@@ -293,24 +276,3 @@ def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, wo
         if result.status in ("unreadable", "timeout", "kernel-died") and result.student not in graded:
             result.score, result.cells = 0.0, {}
     return [results[s] for s in sorted(results)]
-
-
-def write_csv(results: list[Result], path: Path) -> None:
-    cell_names = sorted({name for r in results for name in r.cells})
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "status", "score", "max_score", "seconds", *cell_names, "notes"])
-        for r in results:
-            writer.writerow([r.student, r.status, f"{r.score:g}", f"{r.max_score:g}", f"{r.seconds:g}",
-                             *(f"{r.cells[c]:g}" if c in r.cells else "" for c in cell_names), "; ".join(r.notes)])
-
-
-def summary_table(results: list[Result]) -> str:
-    rows = [("student", "status", "score", "seconds", "notes")]
-    rows += [(r.student, r.status, f"{r.score:g} / {r.max_score:g}", f"{r.seconds:g}", "; ".join(r.notes)[:70]) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "-" * max(len(line) for line in lines))
-    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
-    lines.append(", ".join(f"{n} {status}" for status, n in counts.items() if n))
-    return "\n".join(lines)
