@@ -16,6 +16,8 @@ Checks never write to stderr: a stray warning would score the cell 0.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import sys
 import types
@@ -30,6 +32,7 @@ import torch
 # so that rebinding torch.allclose, torch.equal or friends in the notebook cannot change what a check
 # concludes. Topic checks take these from here rather than from torch, whenever they are imported.
 _Tensor = torch.Tensor
+_Generator = torch.Generator
 _isfinite = torch.isfinite
 _abs = torch.abs
 equal = torch.equal
@@ -53,6 +56,10 @@ MultivariateNormal = torch.distributions.MultivariateNormal
 
 Case = tuple[str, Callable[[], "str | None"]]
 
+# How many standard errors a statistic may stray from its expected value before a check calls it wrong
+# (see within_sigmas).
+SIGMAS = 6
+
 
 class CheckFailed(AssertionError):
     """Raised by a check when at least one of its cases failed; ``score`` is the partial score in points."""
@@ -63,7 +70,7 @@ class CheckFailed(AssertionError):
 
 
 class ReferenceUsed(Exception):
-    """The answer ran gradelib.reference's implementation of the very exercise being graded."""
+    """The answer is gradelib.reference's implementation of the very exercise being graded (raised by a case)."""
 
 
 class ReadOnlyModule(types.ModuleType):
@@ -81,27 +88,67 @@ def make_read_only(module_name: str) -> None:
     sys.modules[module_name].__class__ = ReadOnlyModule
 
 
-@contextmanager
-def forbid(*functions, exercise: str):
-    """Fail with ReferenceUsed if any of ``functions`` (the reference for this exercise) runs inside the block.
+def _codes(obj: object) -> list[types.CodeType]:
+    """The code objects that run when ``obj`` (a function, method, partial, class or callable object) is used."""
+    if isinstance(obj, (staticmethod, classmethod)):
+        return _codes(obj.__func__)
+    if isinstance(obj, property):
+        return [code for f in (obj.fget, obj.fset, obj.fdel) if f is not None for code in _codes(f)]
+    if isinstance(obj, functools.partial):
+        return _codes(obj.func)
+    if isinstance(obj, type):
+        return [code for klass in obj.__mro__ if klass.__module__.split(".")[0] not in ("builtins", "torch")
+                for member in vars(klass).values() for code in _codes(member)]
+    function = getattr(obj, "__func__", obj)  # a bound method runs its function
+    if isinstance(function, types.FunctionType):
+        wrapped = getattr(function, "__wrapped__", None)
+        return [function.__code__] + (_codes(wrapped) if wrapped is not None else [])
+    if callable(obj) and not isinstance(obj, types.BuiltinFunctionType) and type(obj).__module__.split(".")[0] != "torch":
+        return _codes(type(obj))  # a callable object runs its class's __call__
+    return []
 
-    Wrap only the call into the student's code: the check itself may use the reference outside it.
+
+class _ReferenceWatch:
+    """Notices, while a case runs, every call of the exercise's reference that the answer makes.
+
+    A call counts as the answer's when, walking up the stack from the reference's frame, a frame of the
+    answer's own code comes before any frame of a check (``gradelib.checks``): the check computing its
+    expected value, or a callback a check hands to the answer, is not the answer calling the reference.
+    Code objects are compared by identity, so a copy of the reference's code (a student who wrote the same
+    lines) is not mistaken for the reference itself.
     """
-    codes = {id(f.__code__): f.__code__ for f in functions if hasattr(f, "__code__")}
-    caught: list[str] = []
-    previous = sys.getprofile()
 
-    def watch(frame, event, arg):
-        if event == "call" and id(frame.f_code) in codes:
-            caught.append(frame.f_code.co_name)
+    def __init__(self, reference: tuple, answer: object, title: str):
+        self.reference = {id(code): code for obj in reference for code in _codes(obj)}
+        self.answer = {id(code): code for code in _codes(answer)}
+        self.title = title
 
-    sys.setprofile(watch)
-    try:
-        yield
-    finally:
-        sys.setprofile(previous)
-    if caught:
-        raise ReferenceUsed(f"your answer calls gradelib.reference's {caught[0]}: the {exercise} must be your own code")
+    def _by_answer(self, frame) -> bool:
+        while frame is not None:
+            if id(frame.f_code) in self.answer:
+                return True
+            if frame.f_globals.get("__name__", "").startswith("gradelib.checks"):
+                return False
+            frame = frame.f_back
+        return False
+
+    @contextmanager
+    def watching(self):
+        caught: list[str] = []
+
+        def watch(frame, event, arg):
+            if event == "call" and id(frame.f_code) in self.reference and self._by_answer(frame):
+                caught.append(frame.f_code.co_name)
+
+        previous = sys.getprofile()
+        sys.setprofile(watch)
+        try:
+            yield caught
+        finally:
+            sys.setprofile(previous)
+
+    def message(self, name: str) -> str:
+        return f"your answer calls gradelib.reference's {name}: {self.title} must be your own code"
 
 
 @dataclass(frozen=True)
@@ -112,13 +159,27 @@ class CaseResult:
     used_reference: bool = False
 
 
-def run_check(title: str, cases: Sequence[Case], points: float) -> float:
+def _as_tuple(reference: object) -> tuple:
+    return tuple(reference) if isinstance(reference, (tuple, list)) else (reference,)
+
+
+def run_check(title: str, cases: Sequence[Case], points: float, *, reference: object, answer: object = None) -> float:
     """Run ``cases``, print the table, and return (or publish) the score in points.
+
+    ``reference`` is what the answer must not call: the function(s) or class(es) of ``gradelib.reference``
+    that implement the exercise, or ``()`` where there is no code to forbid (a concept question). Every
+    case runs watched: if ``answer`` (the student's function or class) calls the reference, directly or
+    through its own helpers, that case fails with a message and the whole check scores 0. The cases
+    themselves may call the reference freely (for the expected value).
 
     Returns ``points`` when every case passes. Otherwise publishes the partial score (if above 0)
     and raises :class:`CheckFailed`.
     """
-    results = [_run_case(name, case) for name, case in cases]
+    reference = _as_tuple(reference)
+    if reference and answer is None:
+        raise TypeError("run_check needs the answer whose calls of the reference it forbids")
+    watch = _ReferenceWatch(reference, answer, title) if reference else None
+    results = [_run_case(name, case, watch) for name, case in cases]
     passed = sum(result.passed for result in results)
     # Calling the reference for the graded exercise earns nothing, whatever else passed.
     score = 0.0 if any(r.used_reference for r in results) else round(points * passed / len(results), 2)
@@ -131,18 +192,56 @@ def run_check(title: str, cases: Sequence[Case], points: float) -> float:
     raise CheckFailed(f"{failed} of {len(results)} checks failed for {title}: see the table above.", score)
 
 
-def _run_case(name: str, case: Callable[[], "str | None"]) -> CaseResult:
+def exercise(title: str, *, reference: object):
+    """Declare the check of one exercise: ``@exercise("Discriminator loss", reference=ref.discriminator_loss)``.
+
+    The decorated function ``check_<exercise>(answer, points=…, seed=…)`` builds and *returns its cases*;
+    calling it runs them with :func:`run_check` under ``title``, with ``answer`` (its first argument)
+    forbidden to call ``reference`` (a function or class of ``gradelib.reference``, or a tuple of them whose
+    first is the exercise's own). The check keeps its signature and returns the score in points.
+    ``check.title`` and ``check.reference`` record the declaration, so tests can find every check's reference.
+    """
+    references = _as_tuple(reference)
+    if not references:
+        raise TypeError(f"{title}: an exercise check must name the reference its answers may not call")
+
+    def decorate(build_cases: Callable) -> Callable:
+        signature = inspect.signature(build_cases)
+
+        @functools.wraps(build_cases)
+        def check(*args, **kwargs) -> float:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            answer = next(iter(bound.arguments.values()))
+            cases = build_cases(*bound.args, **bound.kwargs)
+            return run_check(title, cases, bound.arguments["points"], reference=references, answer=answer)
+
+        check.__signature__ = signature.replace(return_annotation="float")
+        check.title, check.reference = title, references
+        return check
+
+    return decorate
+
+
+def _run_case(name: str, case: Callable[[], "str | None"], watch: _ReferenceWatch | None) -> CaseResult:
+    caught: list[str] = []
     try:
         with warnings.catch_warnings():
             # A warning printed on stderr would cost the student the whole cell.
             warnings.simplefilter("ignore")
-            diagnosis = case()
+            if watch is None:
+                diagnosis = case()
+            else:
+                with watch.watching() as caught:
+                    diagnosis = case()
     except NotImplementedError:
         diagnosis = "not implemented yet (the function still raises NotImplementedError)"
     except ReferenceUsed as error:
         return CaseResult(name, False, str(error), used_reference=True)
     except Exception as error:  # the student's code raised: report it as a diagnosis, not a crash
         diagnosis = f"raised {type(error).__name__}: {_shorten(str(error))}"
+    if caught:
+        return CaseResult(name, False, watch.message(caught[0]), used_reference=True)
     return CaseResult(name, diagnosis is None, diagnosis or "")
 
 
@@ -202,6 +301,23 @@ def tensor_problem(value: object, name: str, shape: Sequence[int] | None = None,
     return None
 
 
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``: every check draws its cases from one, so a seed fixes them."""
+    return _Generator().manual_seed(seed)
+
+
+def within_sigmas(deviation: float, sigma: float, slack: float = 0.0) -> bool:
+    """Whether a statistic that should be 0 on average, with standard error ``sigma``, is plausibly 0.
+
+    The one rule for every statistical tolerance in the checks: ``|deviation| ≤ SIGMAS·sigma (+ slack)``
+    with SIGMAS = 6. A correct answer strays that far with probability about 2e-9 (a two-sided Gaussian
+    tail), so over every statistical comparison of every check and seed a correct answer practically
+    never fails; the samples are large enough that each mistake the checks diagnose lies far outside it
+    (the tests of each check confirm that). ``slack`` absorbs rounding when ``sigma`` can be 0.
+    """
+    return abs(deviation) <= SIGMAS * sigma + slack
+
+
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest absolute elementwise difference, computed in float64 (inf when shapes differ)."""
     if tuple(a.shape) != tuple(b.shape):
@@ -219,6 +335,19 @@ def first_match(candidate: torch.Tensor, variants: Iterable[tuple[str, torch.Ten
         if close(candidate, variant, atol):
             return diagnosis
     return None
+
+
+def compare_case(got: torch.Tensor, want: torch.Tensor, atol: float,
+                 variants: "Iterable[tuple[str, torch.Tensor]] | Callable[[], Iterable[tuple[str, torch.Tensor]]]",
+                 otherwise: str) -> str | None:
+    """None when ``got`` is within ``atol`` of ``want``; else the diagnosis of the first wrong variant it
+    reproduces (``variants``: (diagnosis, value) pairs, or a function returning them, computed only when
+    needed), else ``otherwise`` with the largest error. Vet ``got`` with :func:`tensor_problem` first."""
+    if close(got, want, atol):
+        return None
+    if callable(variants):
+        variants = variants()
+    return first_match(got, variants, atol) or f"{otherwise} (max error {max_abs_diff(got, want):.3g})"
 
 
 def unpack_pair(result: object, what: str) -> tuple[object, object]:

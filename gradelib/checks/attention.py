@@ -14,15 +14,11 @@ from typing import Callable
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import ReferenceUsed, close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem, unpack_pair
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, ReferenceUsed, tensor_problem, unpack_pair
 from gradelib.reference import attention as ref
 
 # Bound before student code runs (see gradelib.checks._core), wherever this module is first imported.
 _softmax, _randn, _rand, _equal = _core.softmax, _core.randn, _core.rand, _core.equal
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _random_mask(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
@@ -69,8 +65,7 @@ def _same_with_nans(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> boo
 
 
 def _sdpa_case(fn, q, k, v, mask=None) -> str | None:
-    with forbid(ref.scaled_dot_product_attention, exercise="attention"):
-        result = fn(q, k, v, mask) if mask is not None else fn(q, k, v)
+    result = fn(q, k, v, mask) if mask is not None else fn(q, k, v)
     out, weights = unpack_pair(result, "scaled_dot_product_attention")
     want_out, want_w = ref.scaled_dot_product_attention(q, k, v, mask)
     if mask is not None:
@@ -106,9 +101,10 @@ def _sdpa_case(fn, q, k, v, mask=None) -> str | None:
     return f"weights differ from scaled dot-product attention (max error {max_abs_diff(weights, want_w):.3g})"
 
 
-def check_scaled_dot_product_attention(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("Scaled dot-product attention", reference=ref.scaled_dot_product_attention)
+def check_scaled_dot_product_attention(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(q, k, v, mask=None) -> (output, weights)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     B, H = 2, 3
     T_q, T_k = 4 + seed % 3, 6 + seed % 4
     d_k, d_v = 8, 5
@@ -129,7 +125,7 @@ def check_scaled_dot_product_attention(fn: Callable, points: float = 3, seed: in
         ("large scores stay finite (numerically stable softmax)", lambda: _sdpa_case(fn, big_q, k_self[:1], v_self[:1])),
         ("keeps float64 inputs in float64", lambda: _sdpa_case(fn, *small)),
     ]
-    return run_check("Scaled dot-product attention", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,8 +133,7 @@ def check_scaled_dot_product_attention(fn: Callable, points: float = 3, seed: in
 
 
 def _causal_case(fn, T: int) -> str | None:
-    with forbid(ref.causal_mask, exercise="causal mask"):
-        mask = fn(T)
+    mask = fn(T)
     want = ref.causal_mask(T)
     if type(mask) is not torch.Tensor:
         return f"causal_mask should return a torch.Tensor, got {type(mask).__name__}"
@@ -157,11 +152,12 @@ def _causal_case(fn, T: int) -> str | None:
     return f"{int((mask != want).sum())} of {T * T} entries are wrong"
 
 
-def check_causal_mask(fn: Callable, points: float = 1, seed: int = 0) -> float:
+@exercise("Causal mask", reference=ref.causal_mask)
+def check_causal_mask(fn: Callable, points: float = 1, seed: int = 0) -> list[Case]:
     """Check ``fn(T) -> (T, T) bool`` with True where position i may attend to position j ≤ i."""
     sizes = [1, 5 + seed % 4, 16 + seed % 7]
     cases = [(f"T = {T}", (lambda T=T: _causal_case(fn, T))) for T in sizes]
-    return run_check("Causal mask", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,8 +184,7 @@ def _pe_variants(P: int, d: int):
 
 
 def _pe_case(fn, P: int, d: int) -> str | None:
-    with forbid(ref.sinusoidal_positional_encoding, exercise="positional encoding"):
-        pe = fn(P, d)
+    pe = fn(P, d)
     problem = tensor_problem(pe, "encoding", (P, d))
     if problem:
         return problem
@@ -206,14 +201,15 @@ def _pe_case(fn, P: int, d: int) -> str | None:
     return f"differs from the formula (max error {max_abs_diff(pe, want):.3g})"
 
 
-def check_sinusoidal_positional_encoding(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Sinusoidal positional encoding", reference=ref.sinusoidal_positional_encoding)
+def check_sinusoidal_positional_encoding(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(num_positions, d_model) -> (num_positions, d_model)``."""
     cases = [
         ("small table (4 positions, d_model = 6)", lambda: _pe_case(fn, 4, 6)),
         (f"long table (50 positions, d_model = {16 + 2 * (seed % 5)})", lambda: _pe_case(fn, 50, 16 + 2 * (seed % 5))),
         ("odd d_model (10 positions, d_model = 7)", lambda: _pe_case(fn, 10, 7)),
     ]
-    return run_check("Sinusoidal positional encoding", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,8 +251,7 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
             p.copy_(_randn(p.shape, generator=gen) * 0.3)
     if issubclass(cls, ref.MultiHeadAttention):
         raise ReferenceUsed("your class subclasses gradelib.reference's MultiHeadAttention: the module must be your own code")
-    with forbid(ref.MultiHeadAttention.__init__, exercise="multi-head attention"):
-        student = cls(d_model, num_heads)
+    student = cls(d_model, num_heads)
     for name in ("w_q", "w_k", "w_v", "w_o"):
         if not isinstance(getattr(student, name, None), torch.nn.Linear):
             return f"{cls.__name__} needs an nn.Linear attribute {name} (d_model -> d_model)"
@@ -273,8 +268,7 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
     elif mask_kind == "padding":
         mask = _random_mask((B, 1, 1, T_k), gen)
     with torch.no_grad():
-        with forbid(ref.MultiHeadAttention.forward, exercise="multi-head attention"):
-            result = student(query, key, key, mask=mask) if mask is not None else student(query, key, key)
+        result = student(query, key, key, mask=mask) if mask is not None else student(query, key, key)
         out, weights = unpack_pair(result, "forward")
         # nn.MultiheadAttention takes a boolean mask with True = *not* allowed: hence the ~.
         torch_mask = None if mask is None else ~mask.expand(B, num_heads, T_q, T_k).reshape(B * num_heads, T_q, T_k)
@@ -289,9 +283,10 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
     return diagnosis or f"output differs from nn.MultiheadAttention with the same weights (max error {max_abs_diff(out, want_out):.3g})"
 
 
-def check_multi_head_attention(cls: type, points: float = 3, seed: int = 0) -> float:
+@exercise("Multi-head attention", reference=ref.MultiHeadAttention)
+def check_multi_head_attention(cls: type, points: float = 3, seed: int = 0) -> list[Case]:
     """Check a ``MultiHeadAttention(d_model, num_heads)`` module against ``nn.MultiheadAttention``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     T = 5 + seed % 3
     cases = [
         ("self-attention, 4 heads, matches nn.MultiheadAttention", lambda: _mha_case(cls, 16, 4, T, T, gen, None)),
@@ -299,7 +294,7 @@ def check_multi_head_attention(cls: type, points: float = 3, seed: int = 0) -> f
         ("causal mask", lambda: _mha_case(cls, 16, 4, T, T, gen, "causal")),
         ("key padding mask (B, 1, 1, T_k)", lambda: _mha_case(cls, 16, 8, T, T + 2, gen, "padding")),
     ]
-    return run_check("Multi-head attention", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,8 +310,7 @@ def _rope_half_split(x, positions):
 
 
 def _rope_case(fn, x: torch.Tensor, positions: torch.Tensor | None) -> str | None:
-    with forbid(ref.apply_rope, exercise="rotary embedding"):
-        got = fn(x, positions) if positions is not None else fn(x)
+    got = fn(x, positions) if positions is not None else fn(x)
     problem = tensor_problem(got, "output", x.shape)
     if problem:
         return problem
@@ -344,8 +338,7 @@ def _rope_relative_case(fn, gen: torch.Generator) -> str | None:
 
     def score(m: int, n: int) -> float:
         positions = torch.tensor([m, n])
-        with forbid(ref.apply_rope, exercise="rotary embedding"):
-            rotated = fn(torch.stack([q, k]), positions)
+        rotated = fn(torch.stack([q, k]), positions)
         problem = tensor_problem(rotated, "output", (2, D))
         if problem:
             raise ValueError(problem)
@@ -357,9 +350,10 @@ def _rope_relative_case(fn, gen: torch.Generator) -> str | None:
     return None
 
 
-def check_apply_rope(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Rotary position embedding", reference=ref.apply_rope)
+def check_apply_rope(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(x, positions=None) -> x rotated``, x: (..., T, D)."""
-    gen = _generator(seed)
+    gen = generator(seed)
     x = _randn(2, 3, 6 + seed % 3, 8, generator=gen)
     positions = torch.randperm(40, generator=gen)[: 6 + seed % 3]
     cases = [
@@ -368,7 +362,7 @@ def check_apply_rope(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("uses explicit positions", lambda: _rope_case(fn, x, positions)),
         ("relative-position property", lambda: _rope_relative_case(fn, gen)),
     ]
-    return run_check("Rotary position embedding", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,8 +381,7 @@ def _kv_case(fn, chunk: int, gen: torch.Generator) -> str | None:
         cache, outputs = None, []
         for start in range(0, T, chunk):
             x_new = x[:, start:start + chunk]
-            with forbid(ref.kv_cache_decode_step, exercise="KV-cache step"):
-                result = fn(mha, x_new, cache)
+            result = fn(mha, x_new, cache)
             y, cache = unpack_pair(result, "kv_cache_decode_step")
             problem = tensor_problem(y, "y_new", x_new.shape)
             if problem:
@@ -422,14 +415,15 @@ def _kv_without_mask_in_chunks(mha, x: torch.Tensor, chunk: int) -> torch.Tensor
     return torch.cat(outputs, dim=1)
 
 
-def check_kv_cache_decode_step(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("KV-cache decoding", reference=ref.kv_cache_decode_step)
+def check_kv_cache_decode_step(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(mha, x_new, cache) -> (y_new, cache)`` against full causal self-attention."""
-    gen = _generator(seed)
+    gen = generator(seed)
     cases = [
         ("token by token equals full causal attention (1e-5)", lambda: _kv_case(fn, 1, gen)),
         ("chunks of 3 new tokens", lambda: _kv_case(fn, 3, gen)),
     ]
-    return run_check("KV-cache decoding", cases, points)
+    return cases
 
 
 make_read_only(__name__)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from gradelib.checks import _core
-from gradelib.checks._core import close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.reference import bert as ref
 from gradelib.reference import tokenization as tok
 
@@ -78,8 +78,7 @@ def _replay(word_counts: dict[str, int], merges: list[tuple[str, str]], num_merg
 
 
 def _learn_bpe_case(fn, word_counts: dict[str, int], num_merges: int) -> str | None:
-    with forbid(tok.learn_bpe, tok.learn_bpe_naive, exercise="BPE training"):
-        result = fn(dict(word_counts), num_merges)
+    result = fn(dict(word_counts), num_merges)
     merges, problem = _as_merges(result)
     if problem:
         return problem
@@ -94,7 +93,8 @@ def _random_word_counts(rng: random.Random, num_words: int = 40) -> dict[str, in
     return counts
 
 
-def check_learn_bpe(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("BPE training", reference=(tok.learn_bpe, tok.learn_bpe_naive))
+def check_learn_bpe(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(word_counts: dict[str, int], num_merges: int) -> list[(left, right)]``."""
     rng = _rng(seed)
     textbook = {"low": 5, "lower": 2, "newest": 6, "widest": 3}
@@ -109,7 +109,7 @@ def check_learn_bpe(fn: Callable, points: float = 3, seed: int = 0) -> float:
         ("stops early when no pair is left", lambda: _learn_bpe_case(fn, {"ab": 3, "c": 4}, 5)),
         (f"random corpus of {len(random_counts)} words, 25 merges", lambda: _learn_bpe_case(fn, random_counts, 25)),
     ]
-    return run_check("BPE training", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,8 +157,7 @@ def _encode_single_pass(word: str, merges) -> list[str]:
 
 def _bpe_encode_case(fn, words: list[str], merges: list[tuple[str, str]]) -> str | None:
     for word in words:
-        with forbid(tok.bpe_encode_word, exercise="BPE encoding"):
-            result = fn(word, list(merges))
+        result = fn(word, list(merges))
         if not isinstance(result, (list, tuple)) or not all(type(t) is str for t in result):
             return f"bpe_encode_word should return a list of strings, got {type(result).__name__}"
         result = list(result)
@@ -179,7 +178,8 @@ def _bpe_encode_case(fn, words: list[str], merges: list[tuple[str, str]]) -> str
     return None
 
 
-def check_bpe_encode_word(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("BPE encoding", reference=tok.bpe_encode_word)
+def check_bpe_encode_word(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(word: str, merges: list[(left, right)]) -> list[str]``."""
     rng = _rng(seed)
     textbook = tok.learn_bpe_naive({"low": 5, "lower": 2, "newest": 6, "widest": 3}, 10)
@@ -195,7 +195,7 @@ def check_bpe_encode_word(fn: Callable, points: float = 2, seed: int = 0) -> flo
         ("a word with no learned pair stays as characters; one character", lambda: _bpe_encode_case(fn, ["xyz", "q"], textbook)),
         ("random words, 30 learned merges", lambda: _bpe_encode_case(fn, fresh, merges)),
     ]
-    return run_check("BPE encoding", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,8 +249,7 @@ def _wp_no_prefix(word, vocab, unk="[UNK]"):
 
 def _wordpiece_case(fn, words: list[str], vocab: set[str]) -> str | None:
     for word in words:
-        with forbid(tok.wordpiece_encode_word, exercise="WordPiece encoding"):
-            result = fn(word, set(vocab))
+        result = fn(word, set(vocab))
         if not isinstance(result, (list, tuple)) or not all(type(t) is str for t in result):
             return f"wordpiece_encode_word should return a list of strings, got {type(result).__name__}"
         result = list(result)
@@ -270,7 +269,8 @@ def _wordpiece_case(fn, words: list[str], vocab: set[str]) -> str | None:
     return None
 
 
-def check_wordpiece_encode_word(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("WordPiece encoding", reference=tok.wordpiece_encode_word)
+def check_wordpiece_encode_word(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(word: str, vocab: set[str]) -> list[str]`` (greedy longest match, '##', [UNK])."""
     rng = _rng(seed)
     vocab = {"un", "##aff", "##able", "a", "##a", "##f", "##b", "##l", "##e", "u", "##n", "play", "##ing", "##s",
@@ -289,7 +289,7 @@ def check_wordpiece_encode_word(fn: Callable, points: float = 2, seed: int = 0) 
         ("words over 100 characters are [UNK]", lambda: _wordpiece_case(fn, ["a" * 101], vocab)),
         ("random vocabulary and words", lambda: _wordpiece_case(fn, words, random_vocab)),
     ]
-    return run_check("WordPiece encoding", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,8 +297,7 @@ def check_wordpiece_encode_word(fn: Callable, points: float = 2, seed: int = 0) 
 
 
 def _pair_case(fn, ids_a: list[int], ids_b: list[int] | None, cls_id: int, sep_id: int) -> str | None:
-    with forbid(ref.make_pair_input, exercise="input construction"):
-        result = fn(list(ids_a), None if ids_b is None else list(ids_b), cls_id, sep_id)
+    result = fn(list(ids_a), None if ids_b is None else list(ids_b), cls_id, sep_id)
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         return "make_pair_input should return a pair (input_ids, segment_ids)"
     input_ids, segment_ids = result
@@ -333,7 +332,8 @@ def _pair_case(fn, ids_a: list[int], ids_b: list[int] | None, cls_id: int, sep_i
     return "segment ids are wrong"
 
 
-def check_make_pair_input(fn: Callable, points: float = 1, seed: int = 0) -> float:
+@exercise("[CLS] A [SEP] B [SEP]", reference=ref.make_pair_input)
+def check_make_pair_input(fn: Callable, points: float = 1, seed: int = 0) -> list[Case]:
     """Check ``fn(ids_a, ids_b, cls_id, sep_id) -> (input_ids, segment_ids)``."""
     rng = _rng(seed)
 
@@ -346,7 +346,7 @@ def check_make_pair_input(fn: Callable, points: float = 1, seed: int = 0) -> flo
         ("other special ids (cls_id=101, sep_id=102, as in bert-base)", lambda: _pair_case(fn, b, a, 101, 102)),
         ("a single segment (ids_b=None): [CLS] A [SEP]", lambda: _pair_case(fn, c, None, 2, 3)),
     ]
-    return run_check("[CLS] A [SEP] B [SEP]", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,8 +360,7 @@ def _embed_case(fn, B: int, T: int, D: int, gen: torch.Generator) -> str | None:
         nn.init.normal_(module.weight, generator=gen)
     input_ids = _randint(0, vocab, (B, T), generator=gen)
     segment_ids = (torch.arange(T)[None] >= _randint(1, T, (B, 1), generator=gen)).long()
-    with forbid(ref.embed_input, exercise="input embedding"):
-        result = fn(input_ids, segment_ids, token, segment, position)
+    result = fn(input_ids, segment_ids, token, segment, position)
     want = ref.embed_input(input_ids, segment_ids, token, segment, position)
     problem = tensor_problem(result, "embedding", want.shape)
     if problem:
@@ -384,14 +383,15 @@ def _embed_case(fn, B: int, T: int, D: int, gen: torch.Generator) -> str | None:
     return diagnosis or f"differs from token + segment + position embeddings (max error {max_abs_diff(result, want):.3g})"
 
 
-def check_embed_input(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("BERT input embedding", reference=ref.embed_input)
+def check_embed_input(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(input_ids, segment_ids, token_embedding, segment_embedding, position_embedding) -> (B, T, D)``."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     cases = [
         ("batch of 3, T = 7, D = 8", lambda: _embed_case(fn, 3, 7, 8, gen)),
         (f"batch of 1, T = {12 + seed % 5}, D = 16", lambda: _embed_case(fn, 1, 12 + seed % 5, 16, gen)),
     ]
-    return run_check("BERT input embedding", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,7 +400,7 @@ def check_embed_input(fn: Callable, points: float = 2, seed: int = 0) -> float:
 
 def _mask_sample(seed: int, B: int = 512, T: int = 128, vocab_size: int = 1000) -> torch.Tensor:
     """A batch that looks like BERT input: [CLS] at 0, a [SEP] in the middle and at the end, [PAD] after."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     ids = _randint(ref.NUM_SPECIAL, vocab_size, (B, T), generator=gen)
     lengths = _randint(T // 2, T + 1, (B,), generator=gen)
     positions = torch.arange(T)[None]
@@ -423,9 +423,8 @@ class _MaskRun:
 
     def result(self):
         if self._result is None:
-            gen = torch.Generator().manual_seed(self.seed + 1)
-            with forbid(ref.mask_tokens, exercise="MLM masking"):
-                out = self.fn(self.ids.clone(), self.vocab_size, gen)
+            gen = generator(self.seed + 1)
+            out = self.fn(self.ids.clone(), self.vocab_size, gen)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise TypeError("mask_tokens should return a pair (corrupted, labels)")
             self._result = tuple(out)
@@ -516,8 +515,7 @@ def _mask_reproducible(fn, vocab_size: int = 1000) -> str | None:
     ids = _mask_sample(3, B=32, T=64, vocab_size=vocab_size)
     outs = []
     for seed in (11, 11, 12):
-        with forbid(ref.mask_tokens, exercise="MLM masking"):
-            out = fn(ids.clone(), vocab_size, torch.Generator().manual_seed(seed))
+        out = fn(ids.clone(), vocab_size, generator(seed))
         if not isinstance(out, (tuple, list)) or len(out) != 2 or type(out[1]) is not torch.Tensor:
             return "mask_tokens should return a pair of tensors (corrupted, labels)"
         outs.append(out)
@@ -531,7 +529,8 @@ def _mask_reproducible(fn, vocab_size: int = 1000) -> str | None:
     return None
 
 
-def check_mask_tokens(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("MLM masking", reference=ref.mask_tokens)
+def check_mask_tokens(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(input_ids (B, T), vocab_size, generator) -> (corrupted, labels)`` statistically."""
     run = _MaskRun(fn, seed)
     cases = [
@@ -540,7 +539,7 @@ def check_mask_tokens(fn: Callable, points: float = 3, seed: int = 0) -> float:
         ("random replacements are ordinary tokens, spread over the vocabulary", lambda: _mask_random_tokens(run)),
         ("reproducible with the generator; positions chosen independently", lambda: _mask_reproducible(fn)),
     ]
-    return run_check("MLM masking", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,8 +553,7 @@ def _mlm_case(fn, B: int, T: int, V: int, gen: torch.Generator, counts: list[int
     for b, k in enumerate(counts):
         positions = torch.randperm(T, generator=gen)[:k]
         labels[b, positions] = targets[b, positions]
-    with forbid(ref.mlm_loss, exercise="MLM loss"):
-        loss = fn(logits, labels.clone())
+    loss = fn(logits, labels.clone())
     want = ref.mlm_loss(logits, labels)
     problem = tensor_problem(loss, "loss", ())
     if problem:
@@ -583,15 +581,16 @@ def _mlm_case(fn, B: int, T: int, V: int, gen: torch.Generator, counts: list[int
     return diagnosis or f"differs from the mean NLL over masked positions (got {float(loss):.4f})"
 
 
-def check_mlm_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("MLM loss", reference=ref.mlm_loss)
+def check_mlm_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(logits (B, T, V), labels (B, T) with -100 at unmasked positions) -> scalar``."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     cases = [
         ("one sequence, 3 of 12 positions masked", lambda: _mlm_case(fn, 1, 12, 20, gen, [3])),
         ("a batch with different numbers of masked positions per sequence", lambda: _mlm_case(fn, 4, 16, 30, gen, [1, 5, 2, 8])),
         ("a sequence without any masked position", lambda: _mlm_case(fn, 3, 10, 25, gen, [2, 0, 4])),
     ]
-    return run_check("MLM loss", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -611,8 +610,7 @@ def _parse(sentence: object) -> tuple[int, int] | None:
 
 
 def _nsp_run(fn, documents, seed):
-    with forbid(ref.nsp_pairs, exercise="NSP pairs"):
-        pairs = fn([list(d) for d in documents], torch.Generator().manual_seed(seed))
+    pairs = fn([list(d) for d in documents], generator(seed))
     if not isinstance(pairs, (list, tuple)):
         raise TypeError(f"nsp_pairs should return a list of (a, b, is_next) triples, got {type(pairs).__name__}")
     return list(pairs)
@@ -664,7 +662,8 @@ def _nsp_rates(fn, documents, seed) -> str | None:
     return None
 
 
-def check_nsp_pairs(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("NSP pairs", reference=ref.nsp_pairs)
+def check_nsp_pairs(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(documents: list[list[sentence]], generator) -> list[(a, b, is_next)]``."""
     documents = _nsp_documents(seed)
     cases = [
@@ -673,7 +672,7 @@ def check_nsp_pairs(fn: Callable, points: float = 2, seed: int = 0) -> float:
         (f"50% true next sentences over {sum(len(d) - 1 for d in documents)} pairs; random B spread over documents; reproducible",
          lambda: _nsp_rates(fn, documents, seed + 6)),
     ]
-    return run_check("NSP pairs", cases, points)
+    return cases
 
 
 make_read_only(__name__)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.reference import clip as ref
 
 # Bound at import, before any student code runs.
@@ -31,10 +31,6 @@ _grad = _core.grad
 _normalize = F.normalize
 _unfold = F.unfold
 _MAX_LOG_SCALE = ref.MAX_LOG_SCALE
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -58,8 +54,7 @@ def _patchify_variants(images: torch.Tensor, p: int):
 
 
 def _patchify_case(fn, images: torch.Tensor, p: int) -> str | None:
-    with forbid(ref.patchify, exercise="patchify"):
-        out = fn(images.clone(), p)
+    out = fn(images.clone(), p)
     B, C, H, W = images.shape
     want = _unfold(images, p, stride=p).transpose(1, 2)
     problem = tensor_problem(out, "the patches", (B, (H // p) * (W // p), C * p * p))
@@ -70,15 +65,16 @@ def _patchify_case(fn, images: torch.Tensor, p: int) -> str | None:
     return first_match(out, _patchify_variants(images, p), atol=0.0) or "the patches hold the right pixels in the wrong places"
 
 
-def check_patchify(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Patchify", reference=ref.patchify)
+def check_patchify(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(images (B, C, H, W), patch_size) -> (B, P, C * p * p)`` against F.unfold."""
-    gen = _generator(seed)
+    gen = generator(seed)
     cases = [
         ("3 channels, 8 x 8 images, patches of 4", lambda: _patchify_case(fn, _rand(2, 3, 8, 8, generator=gen), 4)),
         ("non-square images (6 x 10), patches of 2", lambda: _patchify_case(fn, _rand(3, 3, 6, 10, generator=gen), 2)),
         ("one channel, 16 x 16, patches of 4", lambda: _patchify_case(fn, _rand(1, 1, 16, 16, generator=gen), 4)),
     ]
-    return run_check("Patchify", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,8 +133,7 @@ def _triple_problem(result: object) -> str | None:
 def _infonce_case(fn, image: torch.Tensor, text: torch.Tensor, log_scale: float, check_grad: bool = False) -> str | None:
     scale_param = torch.tensor(log_scale, dtype=image.dtype, requires_grad=True)
     image_in, text_in = image.clone().requires_grad_(check_grad), text.clone().requires_grad_(check_grad)
-    with forbid(ref.symmetric_infonce, ref.clip_logits, exercise="contrastive loss"):
-        result = fn(image_in, text_in, scale_param)
+    result = fn(image_in, text_in, scale_param)
     problem = _triple_problem(result)
     if problem:
         return problem
@@ -191,9 +186,10 @@ def _embeddings(gen: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, tor
     return image * norms_i, text * norms_t
 
 
-def check_symmetric_infonce(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("Symmetric InfoNCE", reference=(ref.symmetric_infonce, ref.clip_logits))
+def check_symmetric_infonce(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(image_embeddings (N, D), text_embeddings (N, D), log_scale ()) -> (loss, i2t, t2i)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     a = _embeddings(gen, 6 + seed % 3, 5)
     b = _embeddings(gen, 9, 4)
     c = _embeddings(gen, 5, 3)
@@ -203,7 +199,7 @@ def check_symmetric_infonce(fn: Callable, points: float = 3, seed: int = 0) -> f
         ("log_scale = log 300 is clamped at log 100", lambda: _infonce_case(fn, *c, math.log(300.0))),
         ("gradients reach the embeddings and log_scale", lambda: _infonce_case(fn, *a, math.log(4.0), check_grad=True)),
     ]
-    return run_check("Symmetric InfoNCE", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,8 +219,7 @@ def _zero_shot_variants(emb: torch.Tensor):
 
 
 def _zero_shot_case(fn, emb: torch.Tensor) -> str | None:
-    with forbid(ref.zero_shot_weights, exercise="prompt ensembling"):
-        out = fn(emb.clone())
+    out = fn(emb.clone())
     C, M, D = emb.shape
     problem = tensor_problem(out, "the class weights", (C, D))
     if problem:
@@ -235,9 +230,10 @@ def _zero_shot_case(fn, emb: torch.Tensor) -> str | None:
     return first_match(out, _zero_shot_variants(emb), atol=1e-6) or f"differs from the ensembled class vectors (off by {max_abs_diff(out, want):.3g})"
 
 
-def check_zero_shot_weights(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Zero-shot weights (prompt ensembling)", reference=ref.zero_shot_weights)
+def check_zero_shot_weights(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(prompt_embeddings (C, M, D)) -> (C, D)`` unit-norm ensembled class vectors."""
-    gen = _generator(seed)
+    gen = generator(seed)
 
     def embeddings(c, m, d):
         return _randn(c, m, d, generator=gen, dtype=torch.float64) * (0.2 + 5 * _rand(c, m, 1, generator=gen, dtype=torch.float64))
@@ -247,7 +243,7 @@ def check_zero_shot_weights(fn: Callable, points: float = 2, seed: int = 0) -> f
         ("10 classes x 5 templates", lambda: _zero_shot_case(fn, embeddings(10, 5, 8))),
         ("one template per class", lambda: _zero_shot_case(fn, embeddings(3, 1, 4))),
     ]
-    return run_check("Zero-shot weights (prompt ensembling)", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,8 +273,7 @@ def _as_float(value: object) -> float | str:
 
 
 def _recall_case(fn, similarity: torch.Tensor, k: int) -> str | None:
-    with forbid(ref.recall_at_k, exercise="Recall@K"):
-        got = _as_float(fn(similarity.clone(), k))
+    got = _as_float(fn(similarity.clone(), k))
     if isinstance(got, str):
         return got
     want = _recall(similarity, k)
@@ -296,9 +291,10 @@ def _recall_case(fn, similarity: torch.Tensor, k: int) -> str | None:
     return f"differs from Recall@{k} ({got:.3f} instead of {want:.3f})"
 
 
-def check_recall_at_k(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Recall@K", reference=ref.recall_at_k)
+def check_recall_at_k(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(similarity (N_q, N_c), k) -> recall`` (match of query i = candidate i)."""
-    gen = _generator(seed)
+    gen = generator(seed)
 
     def similarity(n_q, n_c, signal):
         s = _randn(n_q, n_c, generator=gen, dtype=torch.float64)
@@ -311,7 +307,7 @@ def check_recall_at_k(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("40 x 40, Recall@5", lambda: _recall_case(fn, square, 5)),
         ("10 queries x 30 candidates, Recall@3", lambda: _recall_case(fn, similarity(10, 30, 1.0), 3)),
     ]
-    return run_check("Recall@K", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,8 +315,7 @@ def check_recall_at_k(fn: Callable, points: float = 2, seed: int = 0) -> float:
 
 
 def _targets_case(fn, tokens: torch.Tensor, num_prefix: int, pad_id: int) -> str | None:
-    with forbid(ref.caption_targets, exercise="caption targets"):
-        out = fn(tokens.clone(), num_prefix, pad_id)
+    out = fn(tokens.clone(), num_prefix, pad_id)
     B, T = tokens.shape
     P = num_prefix
     problem = tensor_problem(out, "the targets", (B, P + T), torch.int64)
@@ -349,9 +344,10 @@ def _targets_case(fn, tokens: torch.Tensor, num_prefix: int, pad_id: int) -> str
     return "the caption targets are wrong (compare position P + t with tokens[:, t + 1])"
 
 
-def check_caption_targets(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Caption targets", reference=ref.caption_targets)
+def check_caption_targets(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(tokens (B, T), num_prefix, pad_id) -> (B, P + T)`` with -100 outside the caption."""
-    gen = _generator(seed)
+    gen = generator(seed)
 
     def captions(B, T, pad_id):
         vocab = 20 if pad_id < 3 else pad_id  # real tokens never equal the pad id
@@ -369,7 +365,7 @@ def check_caption_targets(fn: Callable, points: float = 2, seed: int = 0) -> flo
         ("16 prefix tokens (a 4 x 4 patch grid)", lambda: _targets_case(fn, captions(3, 7, 0), 16, 0)),
         ("a pad id other than 0", lambda: _targets_case(fn, captions(4, 8, 19), 2, 19)),
     ]
-    return run_check("Caption targets", cases, points)
+    return cases
 
 
 make_read_only(__name__)

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem, unpack_pair
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair
 from gradelib.reference import ddpm as ref
 
 # Bound at import, before any student code runs.
@@ -42,10 +42,6 @@ _FORBID_POSTERIOR = (ref.posterior_mean_variance, ref.DDPMSchedule.posterior_mea
 _FORBID_X0 = (ref.predict_x0, ref.DDPMSchedule.predict_x0)
 _FORBID_DDIM = (ref.ddim_step, ref.DDPMSchedule.ddim_step, ref.ddim_sample)
 _FORBID_LOSS = (ref.simple_loss,)
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _schedule(kind: str, T: int) -> dict[str, torch.Tensor]:
@@ -99,8 +95,7 @@ def _q_sample_variants(x0, t, noise, alpha_bars):
 
 
 def _q_sample_case(fn, x0, t, noise, alpha_bars) -> str | None:
-    with forbid(*_FORBID_Q, exercise="q_sample"):
-        out = fn(x0, t, noise, alpha_bars)
+    out = fn(x0, t, noise, alpha_bars)
     problem = tensor_problem(out, "x_t", shape=x0.shape)
     if problem:
         return problem
@@ -121,8 +116,7 @@ def _chain_case(fn, gen, alpha_bars, betas) -> str | None:
     for t in range(steps):
         x = (1 - betas[t]).sqrt() * x + betas[t].sqrt() * _randn(n, 1, generator=gen, dtype=torch.float64)
         if t in (0, steps // 3, steps - 1):
-            with forbid(*_FORBID_Q, exercise="q_sample"):
-                out = fn(x0, torch.full((n,), t, dtype=torch.long), _randn(n, 1, generator=gen, dtype=torch.float64), alpha_bars)
+            out = fn(x0, torch.full((n,), t, dtype=torch.long), _randn(n, 1, generator=gen, dtype=torch.float64), alpha_bars)
             problem = tensor_problem(out, "x_t", shape=x0.shape)
             if problem:
                 return problem
@@ -141,9 +135,10 @@ def _chain_case(fn, gen, alpha_bars, betas) -> str | None:
             f"q(x_t | x_(t−1)) from x_0 gives mean {chain_mean:.3f} and variance {chain_var:.3f}")
 
 
-def check_q_sample(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("q_sample", reference=_FORBID_Q)
+def check_q_sample(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(x0 (B, ...), t (B,), noise (B, ...), alpha_bars (T,)) -> x_t (B, ...)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     lin, cos = _schedule("linear", 50 + seed % 7), _schedule("cosine", 100)
     T = lin["alpha_bars"].shape[0]
     x0_2d, noise_2d = _randn(64, 2, generator=gen, dtype=torch.float64), _randn(64, 2, generator=gen, dtype=torch.float64)
@@ -152,7 +147,7 @@ def check_q_sample(fn: Callable, points: float = 2, seed: int = 0) -> float:
     t_img = _times(gen, 16, 1, 99)
     t_edges = torch.tensor([0, T - 1] * 8)
     x0_e, noise_e = _randn(16, 3, generator=gen, dtype=torch.float64), _randn(16, 3, generator=gen, dtype=torch.float64)
-    chain_gen = _generator(seed + 1)
+    chain_gen = generator(seed + 1)
     cases = [
         ("2-D points, one t per example", lambda: _q_sample_case(fn, x0_2d, t_mid, noise_2d, lin["alpha_bars"])),
         ("images (B, 1, 8, 8), float32, cosine schedule: coefficients broadcast over trailing dims",
@@ -161,7 +156,7 @@ def check_q_sample(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("same mean and variance as iterating q(x_t | x_(t−1)) step by step (40,000 chains)",
          lambda: _chain_case(fn, chain_gen, lin["alpha_bars"], lin["betas"])),
     ]
-    return run_check("q_sample", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,8 +219,7 @@ def _posterior_variants(x0, x_t, t, s):
 
 
 def _posterior_output(fn, x0, x_t, t, betas):
-    with forbid(*_FORBID_POSTERIOR, exercise="posterior"):
-        result = fn(x0, x_t, t, betas)
+    result = fn(x0, x_t, t, betas)
     mean, var = unpack_pair(result, "posterior_mean_variance")
     problem = tensor_problem(mean, "the mean", shape=x_t.shape) or tensor_problem(var, "the variance")
     if problem:
@@ -311,9 +305,10 @@ def _posterior_first_step_case(fn, s, gen) -> str | None:
     return diagnosis or "at t = 0 the posterior is a point mass at x_0 (mean x_0, variance 0): ᾱ before the first step is 1"
 
 
-def check_posterior_mean_variance(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("posterior_mean_variance", reference=_FORBID_POSTERIOR)
+def check_posterior_mean_variance(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(x0, x_t, t, betas) -> (mean (B, ...), variance broadcastable to (B, ...))``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     lin, cos = _schedule("linear", 40 + seed % 5), _schedule("cosine", 60)
     T = lin["betas"].shape[0]
     t_1d = torch.tensor([1, 2, T // 2, T - 1, 5 + seed % 7])
@@ -323,7 +318,7 @@ def check_posterior_mean_variance(fn: Callable, points: float = 3, seed: int = 0
     t_2d = _times(gen, 32, 1, T)
     x0_img, xt_img = _randn(8, 1, 8, 8, generator=gen), _randn(8, 1, 8, 8, generator=gen)
     t_img = _times(gen, 8, 30, 60)
-    first_gen = _generator(seed + 7)
+    first_gen = generator(seed + 7)
     cases = [
         ("mean = Bayes' rule q(x_t | x_(t−1)) q(x_(t−1) | x_0) / q(x_t | x_0), evaluated on a grid (1-D)",
          lambda: _posterior_bayes_case(fn, lin, t_1d, x0_1d, xt_1d, "mean")),
@@ -332,7 +327,7 @@ def check_posterior_mean_variance(fn: Callable, points: float = 3, seed: int = 0
         ("images (B, 1, 8, 8), float32, late steps of a cosine schedule", lambda: _posterior_reference_case(fn, cos, x0_img, xt_img, t_img)),
         ("t = 0, the last denoising step: a point mass at x_0", lambda: _posterior_first_step_case(fn, lin, first_gen)),
     ]
-    return run_check("posterior_mean_variance", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,8 +351,7 @@ def _predict_x0_variants(x_t, t, eps, alpha_bars):
 
 def _predict_x0_case(fn, x0, t, eps, alpha_bars, atol) -> str | None:
     x_t = ref.q_sample(x0, t, eps, alpha_bars)
-    with forbid(*_FORBID_X0, exercise="ε → x_0 relation"):
-        out = fn(x_t, t, eps, alpha_bars)
+    out = fn(x_t, t, eps, alpha_bars)
     problem = tensor_problem(out, "x0_hat", shape=x0.shape)
     if problem:
         return problem
@@ -368,9 +362,10 @@ def _predict_x0_case(fn, x0, t, eps, alpha_bars, atol) -> str | None:
     return diagnosis or f"does not undo q_sample: x0_hat differs from the x_0 that made x_t by up to {max_abs_diff(out, x0):.3g}"
 
 
-def check_predict_x0(fn: Callable, points: float = 1, seed: int = 0) -> float:
+@exercise("predict_x0 (ε → x_0)", reference=_FORBID_X0)
+def check_predict_x0(fn: Callable, points: float = 1, seed: int = 0) -> list[Case]:
     """Check ``fn(x_t (B, ...), t (B,), eps (B, ...), alpha_bars (T,)) -> x0_hat (B, ...)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     lin = _schedule("linear", 80 + seed % 9)
     T = lin["alpha_bars"].shape[0]
     x0, eps, t = _randn(40, 2, generator=gen, dtype=torch.float64), _randn(40, 2, generator=gen, dtype=torch.float64), _times(gen, 40, 1, T - 1)
@@ -382,7 +377,7 @@ def check_predict_x0(fn: Callable, points: float = 1, seed: int = 0) -> float:
         ("images (B, 1, 8, 8), float32", lambda: _predict_x0_case(fn, x0_img, t_img, eps_img, lin["alpha_bars"].float(), 2e-4)),
         ("the edges t = 0 and t = T − 1", lambda: _predict_x0_case(fn, x0_e, t_edges, eps_e, lin["alpha_bars"], 1e-6)),
     ]
-    return run_check("predict_x0 (ε → x_0)", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,8 +413,7 @@ def _ddim_variants(x_t, eps, t, t_prev, alpha_bars):
 
 
 def _ddim_case(fn, x_t, eps, t, t_prev, alpha_bars, atol) -> str | None:
-    with forbid(*_FORBID_DDIM, exercise="DDIM step"):
-        out = fn(x_t, eps, t, t_prev, alpha_bars)
+    out = fn(x_t, eps, t, t_prev, alpha_bars)
     problem = tensor_problem(out, "x_prev", shape=x_t.shape)
     if problem:
         return problem
@@ -438,8 +432,7 @@ def _ddim_point_mass_case(fn, gen, alpha_bars) -> str | None:
     for t, t_prev in zip(steps[:-1], steps[1:]):
         ab = alpha_bars[t]
         eps = (x - ab.sqrt() * c) / (1 - ab).sqrt()
-        with forbid(*_FORBID_DDIM, exercise="DDIM step"):
-            x = fn(x, eps, t, t_prev, alpha_bars)
+        x = fn(x, eps, t, t_prev, alpha_bars)
         problem = tensor_problem(x, "x_prev", shape=(5, 3))
         if problem:
             return problem
@@ -448,16 +441,17 @@ def _ddim_point_mass_case(fn, gen, alpha_bars) -> str | None:
     return f"with the exact noise of a one-point data set, four DDIM jumps should land on that point; they end {max_abs_diff(x, c.expand(5, 3)):.3g} away"
 
 
-def check_ddim_step(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("ddim_step", reference=_FORBID_DDIM)
+def check_ddim_step(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(x_t, eps_hat, t: int, t_prev: int, alpha_bars) -> x_prev`` (DDIM, eta = 0; t_prev = −1 means x_0)."""
-    gen = _generator(seed)
+    gen = generator(seed)
     lin = _schedule("linear", 100)
     ab = lin["alpha_bars"]
     x, eps = _randn(16, 2, generator=gen, dtype=torch.float64), _randn(16, 2, generator=gen, dtype=torch.float64)
     t_jump = 70 + seed % 20
     x_img, eps_img = _randn(4, 1, 8, 8, generator=gen), _randn(4, 1, 8, 8, generator=gen)
     x_f, eps_f = _randn(16, 2, generator=gen, dtype=torch.float64), _randn(16, 2, generator=gen, dtype=torch.float64)
-    mass_gen = _generator(seed + 3)
+    mass_gen = generator(seed + 3)
     cases = [
         ("a jump of many steps, t → t_prev", lambda: _ddim_case(fn, x, eps, t_jump, t_jump - 25, ab, 1e-8)),
         ("one step, t → t − 1", lambda: _ddim_case(fn, x, eps, 40, 39, ab, 1e-8)),
@@ -465,7 +459,7 @@ def check_ddim_step(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("images (B, 1, 8, 8), float32", lambda: _ddim_case(fn, x_img, eps_img, 90, 45, ab.float(), 1e-4)),
         ("with the exact ε of a one-point data set, DDIM lands on the point", lambda: _ddim_point_mass_case(fn, mass_gen, ab)),
     ]
-    return run_check("ddim_step", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,8 +483,7 @@ class _Recorder(torch.nn.Module):
 
 def _run_loss(fn, x0, alpha_bars, seed):
     model = _Recorder(x0[0].numel())
-    with forbid(*_FORBID_LOSS, exercise="L_simple"):
-        loss = fn(model, x0, alpha_bars, _generator(seed))
+    loss = fn(model, x0, alpha_bars, generator(seed))
     return model, loss
 
 
@@ -608,9 +601,10 @@ def _loss_gradient_case(fn, x0, alpha_bars, seed) -> str | None:
     return None
 
 
-def check_simple_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("simple_loss (L_simple)", reference=_FORBID_LOSS)
+def check_simple_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(eps_model, x0 (B, ...), alpha_bars (T,), generator) -> scalar L_simple``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     lin = _schedule("linear", 10 + seed % 3)
     ab = lin["alpha_bars"]
     x0_big = _randn(4096, 2, generator=gen, dtype=torch.float64) * 0.5 + 1.0
@@ -624,7 +618,7 @@ def check_simple_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("reproducible: t and ε are drawn with the generator passed in", lambda: _loss_reproducible_case(fn, x0_small, ab, seed + 5)),
         ("differentiable: the gradient reaches the model's parameters", lambda: _loss_gradient_case(fn, x0_small, ab, seed + 6)),
     ]
-    return run_check("simple_loss (L_simple)", cases, points)
+    return cases
 
 
 make_read_only(__name__)

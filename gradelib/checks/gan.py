@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import close, first_match, max_abs_diff, run_check, tensor_problem
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.reference import gan as ref
 
 # Bound at import, before any student code runs.
@@ -29,10 +29,6 @@ _sigmoid = _core.sigmoid
 _xlogy = _core.xlogy
 _fork_rng = _core.fork_rng
 _manual_seed = _core.manual_seed
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _scalar_problem(value: object, name: str) -> str | None:
@@ -82,9 +78,10 @@ def _discriminator_case(fn, real: torch.Tensor, fake: torch.Tensor) -> str | Non
     return diagnosis or f"differs from −V(D, G) (off by {max_abs_diff(loss, want):.3g})"
 
 
-def check_discriminator_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Discriminator loss", reference=(ref.discriminator_loss, ref.value_function))
+def check_discriminator_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(real_logits (B_r,), fake_logits (B_f,)) -> scalar`` = −E[log D(x)] − E[log(1 − D(G(z)))]."""
-    gen = _generator(seed)
+    gen = generator(seed)
     real, fake = _logits(gen, 7 + seed % 5), _logits(gen, 11 + seed % 3)
     # float32, where log(sigmoid(a)) already underflows to log 0 at |a| ≈ 17 to 104.
     confident_real, confident_fake = 40 + 5 * _rand(6, generator=gen), -40 - 5 * _rand(6, generator=gen)
@@ -95,7 +92,7 @@ def check_discriminator_loss(fn: Callable, points: float = 2, seed: int = 0) -> 
         ("a confident, correct D (|logits| ≈ 40) gives a loss near 0, finite", lambda: _discriminator_case(fn, confident_real, confident_fake)),
         ("a confident, wrong D (|logits| ≈ 40) gives a large but finite loss", lambda: _discriminator_case(fn, wrong_real, -confident_fake)),
     ]
-    return run_check("Discriminator loss", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,9 +134,10 @@ def _generator_case(fn, fake: torch.Tensor, saturating: bool) -> str | None:
     return diagnosis or f"differs from the {'saturating' if saturating else 'non-saturating'} generator loss (off by {max_abs_diff(loss, want):.3g})"
 
 
-def check_generator_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Generator losses", reference=ref.generator_loss)
+def check_generator_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(fake_logits (B,), saturating=False) -> scalar``: −E[log D(G(z))], or E[log(1 − D(G(z)))] if saturating."""
-    gen = _generator(seed)
+    gen = generator(seed)
     fake = _logits(gen, 9 + seed % 4)
     rejected = -120 - 5 * _rand(5, generator=gen)                     # float32: sigmoid underflows to 0
     accepted = 40 + 5 * _rand(5, generator=gen)                       # float32: 1 - sigmoid rounds to 0
@@ -150,7 +148,7 @@ def check_generator_loss(fn: Callable, points: float = 2, seed: int = 0) -> floa
         ("confident D, float32: fakes rejected (logits ≈ −120) or accepted (≈ +40); both losses finite",
          lambda: _generator_case(fn, rejected, saturating=False) or _generator_case(fn, accepted, saturating=True)),
     ]
-    return run_check("Generator losses", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,9 +176,10 @@ def _optimal_case(fn, p_data: torch.Tensor, p_g: torch.Tensor) -> str | None:
     return first_match(d, known, atol=1e-6) or f"differs from D* (max error {max_abs_diff(d, want):.3g})"
 
 
-def check_optimal_discriminator(fn: Callable, points: float = 1, seed: int = 0) -> float:
+@exercise("Optimal discriminator D*", reference=ref.optimal_discriminator)
+def check_optimal_discriminator(fn: Callable, points: float = 1, seed: int = 0) -> list[Case]:
     """Check ``fn(p_data, p_g) -> D*``, elementwise p_data / (p_data + p_g), and 1/2 where both are 0."""
-    gen = _generator(seed)
+    gen = generator(seed)
     p_data, p_g = _rand(3, 5, generator=gen, dtype=torch.float64) + 0.01, _rand(3, 5, generator=gen, dtype=torch.float64) + 0.01
     x = torch.linspace(-3, 3, 13, dtype=torch.float64)
     gauss_data, gauss_g = ref.normal_pdf(x, -0.5 + seed % 3 * 0.25, 0.7), ref.normal_pdf(x, 1.0, 1.2)
@@ -191,7 +190,7 @@ def check_optimal_discriminator(fn: Callable, points: float = 1, seed: int = 0) 
         ("two Gaussian densities evaluated on a grid", lambda: _optimal_case(fn, gauss_data, gauss_g)),
         ("where only one density is 0, D* is 0 or 1; where both are 0, 1/2", lambda: _optimal_case(fn, sparse_data, sparse_g)),
     ]
-    return run_check("Optimal discriminator D*", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,7 +232,7 @@ def _fit_case_inner(fn, pair_index: int, seed: int, steps: int) -> str | None:
     p_data, p_g = _FIT_PAIRS[pair_index]
     discriminator = _small_discriminator(seed)
     before = [p.detach().clone() for p in discriminator.parameters()]
-    gen = _generator(seed + 17 * pair_index)
+    gen = generator(seed + 17 * pair_index)
     losses = fn(discriminator, lambda n: p_data.sample(n, gen), lambda n: p_g.sample(n, gen), steps=steps, batch_size=256, lr=1e-2)
     if all(torch.equal(a, b.detach()) for a, b in zip(before, discriminator.parameters())):
         return "the discriminator's parameters did not change: zero the gradients, backpropagate the loss, step the optimizer"
@@ -251,13 +250,14 @@ def _fit_case_inner(fn, pair_index: int, seed: int, steps: int) -> str | None:
     return None
 
 
-def check_fit_discriminator(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Fitting D to two fixed densities", reference=ref.train_discriminator)
+def check_fit_discriminator(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(discriminator, sample_data, sample_g, steps, batch_size, lr) -> losses`` trains D towards D*."""
     cases = [
         (f"p_data = two Gaussians, p_g = N(0, 1): mean |sigmoid(D) − D*| ≤ {_FIT_TOLERANCE}", lambda: _fit_case(fn, 0, seed)),
         (f"p_data = N(0.5, 0.6²), p_g = two Gaussians: mean |sigmoid(D) − D*| ≤ {_FIT_TOLERANCE}", lambda: _fit_case(fn, 1, seed + 1)),
     ]
-    return run_check("Fitting D to two fixed densities", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,9 +299,10 @@ def _js_case(fn, p: torch.Tensor, q: torch.Tensor) -> str | None:
     return first_match(value, variants, atol=1e-6) or f"differs from the JSD (max error {max_abs_diff(value, want):.3g})"
 
 
-def check_jensen_shannon(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Jensen–Shannon divergence", reference=(ref.jensen_shannon_divergence, ref.virtual_training_criterion))
+def check_jensen_shannon(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(p, q) -> JSD`` over the last axis, in nats, for (..., K) probability vectors with zeros allowed."""
-    gen = _generator(seed)
+    gen = generator(seed)
     K = 6 + seed % 4
     p, q = _random_distributions(gen, 4, K), _random_distributions(gen, 4, K)
     with_zeros_p, with_zeros_q = p.clone(), q.clone()
@@ -315,7 +316,7 @@ def check_jensen_shannon(fn: Callable, points: float = 2, seed: int = 0) -> floa
         ("zeros in p and in q (0·log 0 = 0)", lambda: _js_case(fn, with_zeros_p, with_zeros_q)),
         ("disjoint supports give log 2", lambda: _js_case(fn, disjoint_p, disjoint_q)),
     ]
-    return run_check("Jensen–Shannon divergence", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,9 +368,10 @@ def _coverage_case(fn, samples: torch.Tensor, centers: torch.Tensor, std: float)
     return f"high_quality_share is {float(share):.4f}, expected a different value"
 
 
-def check_mode_coverage(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Mode coverage on the ring", reference=ref.mode_coverage)
+def check_mode_coverage(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(samples (n, 2), centers (K, 2), std) -> (modes_covered, high_quality_share)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     centers = ref.RING8_CENTERS.double()
     std = ref.RING8_STD
 
@@ -394,7 +396,7 @@ def check_mode_coverage(fn: Callable, points: float = 2, seed: int = 0) -> float
         ("samples far from every centre are not high quality and cover nothing", lambda: _coverage_case(fn, far, centers, std)),
         ("samples spread 1.8·std around each centre", lambda: _coverage_case(fn, tight_vs_loose, centers, std)),
     ]
-    return run_check("Mode coverage on the ring", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,9 +426,10 @@ def _minibatch_case(fn, m: torch.Tensor) -> str | None:
     return first_match(out, known, atol=1e-5) or f"differs from o(x_i)_b = Σ_(j≠i) exp(−‖M_i,b − M_j,b‖₁) (max error {max_abs_diff(out, want):.3g})"
 
 
-def check_minibatch_similarity(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Minibatch discrimination features", reference=ref.minibatch_similarity)
+def check_minibatch_similarity(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(m (N, B, C)) -> (N, B)``: o(x_i)_b = Σ_{j≠i} exp(−‖M_{i,b} − M_{j,b}‖₁)."""
-    gen = _generator(seed)
+    gen = generator(seed)
     N, B, C = 6 + seed % 3, 5, 3
     m = 0.5 * _randn(N, B, C, generator=gen, dtype=torch.float64)
     collapsed = m[:1].expand(N, B, C).clone()
@@ -448,9 +451,7 @@ def check_minibatch_similarity(fn: Callable, points: float = 2, seed: int = 0) -
         ("well-spread examples score ≈ 0", lambda: _minibatch_case(fn, spread)),
         ("float32 input that requires grad: the output is differentiable", differentiable),
     ]
-    return run_check("Minibatch discrimination features", cases, points)
+    return cases
 
-
-from gradelib.checks._core import make_read_only  # noqa: E402
 
 make_read_only(__name__)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.reference import gpt as ref
 from gradelib.reference.attention import causal_mask as _causal_mask
 
@@ -27,10 +27,6 @@ _log_softmax = _core.log_softmax
 _cross_entropy = F.cross_entropy
 _logsigmoid = F.logsigmoid
 _equal = _core.equal
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _scalar_problem(value: object, name: str = "the result") -> str | None:
@@ -95,8 +91,7 @@ def _causal_loss_case(fn, B: int, T: int, vocab_size: int, gen: torch.Generator)
     model = _MaskedModel(vocab_size, gen)
     tokens = _randint(0, vocab_size, (B, T), generator=gen)
     with torch.no_grad():
-        with forbid(ref.causal_lm_loss, exercise="causal LM loss"):
-            loss = fn(model, tokens)
+        loss = fn(model, tokens)
     problem = _scalar_problem(loss, "the loss")
     if problem:
         return problem + (" (return the mean over all predictions)" if type(loss) is torch.Tensor else "")
@@ -125,15 +120,16 @@ def _causal_loss_case(fn, B: int, T: int, vocab_size: int, gen: torch.Generator)
     return first_match(loss, variants, 1e-4) or f"differs from the mean next-token NLL (got {float(loss):.4f}, expected about {float(want):.2f})"
 
 
-def check_causal_lm_loss(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("Causal language-modelling loss", reference=ref.causal_lm_loss)
+def check_causal_lm_loss(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(model, tokens) -> scalar``: mean NLL of tokens[:, 1:] given a causal model of tokens[:, :-1]."""
-    gen = _generator(seed)
+    gen = generator(seed)
     cases = [
         ("one sequence of 6 tokens", lambda: _causal_loss_case(fn, 1, 6, 7, gen)),
         (f"a batch of 3 sequences of {10 + seed % 5} tokens", lambda: _causal_loss_case(fn, 3, 10 + seed % 5, 11, gen)),
         ("a batch of 5 sequences of 16 tokens, vocabulary of 30", lambda: _causal_loss_case(fn, 5, 16, 30, gen)),
     ]
-    return run_check("Causal language-modelling loss", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,8 +158,7 @@ def _perplexity_variants(logits, targets, mask):
 
 
 def _perplexity_case(fn, logits, targets, mask=None) -> str | None:
-    with forbid(ref.perplexity, exercise="perplexity"):
-        got = fn(logits, targets, mask) if mask is not None else fn(logits, targets)
+    got = fn(logits, targets, mask) if mask is not None else fn(logits, targets)
     problem = _scalar_problem(got, "perplexity")
     if problem:
         return problem
@@ -174,9 +169,10 @@ def _perplexity_case(fn, logits, targets, mask=None) -> str | None:
                        atol=1e-4 * max(1.0, float(want))) or f"differs from exp(mean NLL) (got {float(got):.4g}, expected about {float(want):.3g})"
 
 
-def check_perplexity(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Perplexity", reference=ref.perplexity)
+def check_perplexity(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(logits (B, T, V), targets (B, T), mask=None) -> exp(mean NLL over real tokens)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     V = 9 + seed % 4
     logits = 2 * _randn(4, 7, V, generator=gen)
     targets = _randint(0, V, (4, 7), generator=gen)
@@ -189,7 +185,7 @@ def check_perplexity(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("padded batch of unequal lengths (mask)", lambda: _perplexity_case(fn, logits, targets, mask)),
         ("a nearly perfect model (large logits): perplexity close to 1", lambda: _perplexity_case(fn, confident, targets)),
     ]
-    return run_check("Perplexity", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,8 +210,7 @@ def _sums_to_one(probs) -> bool:
 
 
 def _temperature_case(fn, logits, temperature) -> str | None:
-    with forbid(ref.temperature_probs, exercise="temperature"):
-        got = fn(logits, temperature)
+    got = fn(logits, temperature)
     problem = _distribution_problem(got, logits)
     if problem:
         if temperature == 0 and "NaN" in problem:
@@ -237,9 +232,10 @@ def _temperature_case(fn, logits, temperature) -> str | None:
     return first_match(got, variants, 1e-5) or f"differs from softmax(logits / T) (max error {max_abs_diff(got, want):.3g})"
 
 
-def check_temperature_probs(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Temperature and greedy decoding", reference=ref.temperature_probs)
+def check_temperature_probs(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(logits (..., V), temperature) -> (..., V)``: softmax(logits / T); one-hot argmax for T = 0."""
-    gen = _generator(seed)
+    gen = generator(seed)
     logits = 3 * _randn(4, 10 + seed % 3, generator=gen)
     batched = _randn(2, 3, 6, generator=gen)
     cases = [
@@ -248,12 +244,11 @@ def check_temperature_probs(fn: Callable, points: float = 2, seed: int = 0) -> f
         ("temperature 2.5 flattens, (2, 3, V) logits", lambda: _temperature_case(fn, batched, 2.5)),
         ("temperature 0 is greedy: one-hot on the argmax", lambda: _temperature_case(fn, logits, 0.0)),
     ]
-    return run_check("Temperature and greedy decoding", cases, points)
+    return cases
 
 
 def _top_k_case(fn, logits, k) -> str | None:
-    with forbid(ref.top_k_probs, exercise="top-k"):
-        got = fn(logits, k)
+    got = fn(logits, k)
     problem = _distribution_problem(got, logits)
     if problem:
         return problem
@@ -277,9 +272,10 @@ def _top_k_case(fn, logits, k) -> str | None:
     return first_match(got, variants, 1e-5) or f"differs from top-k sampling (max error {max_abs_diff(got, want):.3g})"
 
 
-def check_top_k_probs(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Top-k sampling distribution", reference=ref.top_k_probs)
+def check_top_k_probs(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(logits (..., V), k) -> (..., V)``: softmax over the k largest logits, 0 elsewhere."""
-    gen = _generator(seed)
+    gen = generator(seed)
     logits = 2 * _randn(5, 12, generator=gen)
     batched = _randn(2, 3, 8, generator=gen)
     cases = [
@@ -288,7 +284,7 @@ def check_top_k_probs(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("k = V keeps everything, (2, 3, V) logits", lambda: _top_k_case(fn, batched, 8)),
         ("k = 4, (2, 3, V) logits", lambda: _top_k_case(fn, batched, 4)),
     ]
-    return run_check("Top-k sampling distribution", cases, points)
+    return cases
 
 
 def _top_p_variants(logits, p):
@@ -320,8 +316,7 @@ def _top_p_variants(logits, p):
 
 
 def _top_p_case(fn, logits, p) -> str | None:
-    with forbid(ref.top_p_probs, exercise="top-p"):
-        got = fn(logits, p)
+    got = fn(logits, p)
     if type(got) is torch.Tensor and got.shape == logits.shape and got.is_floating_point() and bool(torch.isnan(got).any()):
         top_above_p = _softmax(logits, dim=-1).max(dim=-1).values > p
         if bool(top_above_p[torch.isnan(got).any(dim=-1)].all()):
@@ -350,9 +345,10 @@ def _top_p_logits(gen: torch.Generator, shape, p: float, scale: float = 2.0) -> 
             return logits
 
 
-def check_top_p_probs(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("Top-p (nucleus) sampling distribution", reference=ref.top_p_probs)
+def check_top_p_probs(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(logits (..., V), p) -> (..., V)``: nucleus of most likely tokens with mass >= p, renormalised."""
-    gen = _generator(seed)
+    gen = generator(seed)
     peaked = torch.tensor([[6.0, 1.0, 0.5, 0.0, -1.0]])
     cases = [
         ("p = 0.9, several rows with different nucleus sizes", lambda: _top_p_case(fn, _top_p_logits(gen, (6, 10 + seed % 4), 0.9), 0.9)),
@@ -360,7 +356,7 @@ def check_top_p_probs(fn: Callable, points: float = 3, seed: int = 0) -> float:
         ("one token already above p: the nucleus is that token alone", lambda: _top_p_case(fn, peaked, 0.8)),
         ("p = 1 keeps every token", lambda: _top_p_case(fn, _top_p_logits(gen, (3, 6), 1.5, 1.0), 1.0)),
     ]
-    return run_check("Top-p (nucleus) sampling distribution", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,8 +364,7 @@ def check_top_p_probs(fn: Callable, points: float = 3, seed: int = 0) -> float:
 
 
 def _bt_case(fn, chosen, rejected) -> str | None:
-    with forbid(ref.reward_model_loss, exercise="reward-model loss"):
-        got = fn(chosen.clone(), rejected.clone())
+    got = fn(chosen.clone(), rejected.clone())
     problem = _scalar_problem(got, "the loss")
     if problem:
         return problem + (": use F.logsigmoid, which stays finite for large margins" if "NaN or inf" in problem else "")
@@ -387,9 +382,10 @@ def _bt_case(fn, chosen, rejected) -> str | None:
     return first_match(got, variants, 1e-5) or f"differs from -mean log σ(r_chosen - r_rejected) (got {float(got):.4g})"
 
 
-def check_reward_model_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Bradley-Terry reward-model loss", reference=ref.reward_model_loss)
+def check_reward_model_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(reward_chosen (N,), reward_rejected (N,)) -> -mean log σ(r_c - r_r)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     chosen, rejected = _randn(8, generator=gen), _randn(8, generator=gen)
     far = torch.tensor([200.0, -150.0, 3.0, 80.0])
     cases = [
@@ -398,12 +394,11 @@ def check_reward_model_loss(fn: Callable, points: float = 2, seed: int = 0) -> f
         ("chosen clearly better", lambda: _bt_case(fn, chosen + 3, rejected)),
         ("huge margins stay finite (|margin| up to 200)", lambda: _bt_case(fn, far, torch.zeros(4))),
     ]
-    return run_check("Bradley-Terry reward-model loss", cases, points)
+    return cases
 
 
 def _dpo_case(fn, pc, pr, rc, rr, beta) -> str | None:
-    with forbid(ref.dpo_loss, exercise="DPO loss"):
-        got = fn(pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
+    got = fn(pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
     problem = _scalar_problem(got, "the loss")
     if problem:
         return problem
@@ -427,9 +422,10 @@ def _dpo_case(fn, pc, pr, rc, rr, beta) -> str | None:
     return first_match(got, variants, 1e-5) or f"differs from the DPO loss (got {float(got):.4g})"
 
 
-def check_dpo_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("DPO loss", reference=ref.dpo_loss)
+def check_dpo_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta) -> scalar``."""
-    gen = _generator(seed)
+    gen = generator(seed)
 
     def logps(n):
         return -20 * torch.rand(n, generator=gen) - 5  # summed log-probabilities of whole answers
@@ -441,7 +437,7 @@ def check_dpo_loss(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("β = 0.5, policy equal to the reference gives log 2", lambda: _dpo_case(fn, rc, rr, rc, rr, 0.5)),
         ("β = 2", lambda: _dpo_case(fn, pc, pr, rc, rr, 2.0)),
     ]
-    return run_check("DPO loss", cases, points)
+    return cases
 
 
 make_read_only(__name__)

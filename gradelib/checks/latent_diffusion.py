@@ -14,20 +14,15 @@ import math
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem, unpack_pair
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair
 from gradelib.reference import attention as attention_ref
 from gradelib.reference import latent_diffusion as ref
 from gradelib.reference.ddpm import linear_betas
 
 # Bound before student code runs (see gradelib.checks._core).
 _softmax, _randn, _rand, _manual_seed = _core.softmax, _core.randn, _core.rand, _core.manual_seed
-_Generator = torch.Generator
 _SCHEDULE_ALPHA_BARS = torch.cumprod(1 - linear_betas(1000).double(), 0).float()
 _SHORT_ALPHA_BARS = torch.cumprod(1 - torch.linspace(0.05, 0.5, 10, dtype=torch.float64), 0).float()
-
-
-def _generator(seed: int) -> torch.Generator:
-    return _Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,8 +75,7 @@ def _cross_case(fn, B, N, L, d, d_text, d_k, d_v, gen, padded):
     if padded:
         lengths = torch.arange(B) % (L - 1) + 2  # every caption has >= 2 real tokens, several are padded
         mask = torch.arange(L)[None, :] < lengths[:, None]
-    with forbid(ref.cross_attention, attention_ref.scaled_dot_product_attention, exercise="cross-attention"):
-        result = fn(img.clone(), txt.clone(), None if mask is None else mask.clone(), w_q, w_k, w_v)
+    result = fn(img.clone(), txt.clone(), None if mask is None else mask.clone(), w_q, w_k, w_v)
     out, weights = unpack_pair(result, "cross_attention")
     want_out, want_w = ref.cross_attention(img, txt, mask, w_q, w_k, w_v)
     if type(weights) is torch.Tensor and tuple(weights.shape) == (B, L, N) and N != L:
@@ -100,9 +94,10 @@ def _cross_case(fn, B, N, L, d, d_text, d_k, d_v, gen, padded):
     return diagnosis or f"output differs from softmax(QKᵀ/√d_k)V by up to {max_abs_diff(out, want_out):.3g}"
 
 
-def check_cross_attention(fn, points: float = 3, seed: int = 0) -> float:
+@exercise("Cross-attention", reference=(ref.cross_attention, attention_ref.scaled_dot_product_attention))
+def check_cross_attention(fn, points: float = 3, seed: int = 0) -> list[Case]:
     """fn(image_tokens, text_tokens, text_mask, w_q, w_k, w_v) -> (out (B, N, d_v), weights (B, N, L))."""
-    gen = _generator(seed)
+    gen = generator(seed)
     d_k = 4 + seed % 3
 
     def padded_weights_zero():
@@ -110,8 +105,7 @@ def check_cross_attention(fn, points: float = 3, seed: int = 0) -> float:
         img, txt = _randn(B, N, 8, generator=gen), _randn(B, L, 8, generator=gen)
         w_q, w_k, w_v = _randn(8, d_k, generator=gen), _randn(8, d_k, generator=gen), _randn(8, 3, generator=gen)
         mask = torch.tensor([[True] * 5, [True, True, True, False, False], [True, True, False, False, False]])
-        with forbid(ref.cross_attention, attention_ref.scaled_dot_product_attention, exercise="cross-attention"):
-            out, weights = unpack_pair(fn(img, txt, mask.clone(), w_q, w_k, w_v), "cross_attention")
+        out, weights = unpack_pair(fn(img, txt, mask.clone(), w_q, w_k, w_v), "cross_attention")
         problem = tensor_problem(weights, "weights", (B, N, L))
         if problem:
             return problem
@@ -131,7 +125,7 @@ def check_cross_attention(fn, points: float = 3, seed: int = 0) -> float:
         ("padded text tokens get zero weight", padded_weights_zero),
         ("values with a padding mask, per batch element", lambda: _cross_case(fn, 4, 6, 7, 8, 12, d_k, 5, gen, padded=True)),
     ]
-    return run_check("Cross-attention", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,14 +136,14 @@ _CAPTIONS = ["a red circle at the top left", "a green square at the bottom right
              "a red square at the bottom left"]
 
 
-def check_drop_captions(fn, points: float = 2, seed: int = 0) -> float:
+@exercise("Condition dropout", reference=ref.drop_captions)
+def check_drop_captions(fn, points: float = 2, seed: int = 0) -> list[Case]:
     """fn(captions: list[str], p: float, generator) -> list[str], each caption replaced by "" with probability p."""
     n = 4000
     captions = [_CAPTIONS[i % 4] + "" for i in range(n)]
 
     def call(p, s):
-        with forbid(ref.drop_captions, exercise="condition dropout"):
-            result = fn(list(captions), p, _generator(s))
+        result = fn(list(captions), p, generator(s))
         if type(result) is not list or len(result) != n or not all(type(c) is str for c in result):
             raise TypeError(f"drop_captions should return a list of {n} strings")
         return result
@@ -208,7 +202,7 @@ def check_drop_captions(fn, points: float = 2, seed: int = 0) -> float:
         ("each caption is dropped independently", independent),
         ("randomness comes from the generator", uses_generator),
     ]
-    return run_check("Condition dropout", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,17 +219,17 @@ def _cfg_variants(eu, ec, w):
     ]
 
 
-def check_classifier_free_guidance(fn, points: float = 2, seed: int = 0) -> float:
+@exercise("Classifier-free guidance", reference=ref.classifier_free_guidance)
+def check_classifier_free_guidance(fn, points: float = 2, seed: int = 0) -> list[Case]:
     """fn(eps_uncond, eps_cond, guidance_scale) -> eps_hat, same shape."""
-    gen = _generator(seed)
+    gen = generator(seed)
     shape = (3, 4, 8, 8)
     eu, ec = _randn(shape, generator=gen), _randn(shape, generator=gen)
     w_main = 3.0 + seed % 5
 
     def case(w, special=None):
         def run():
-            with forbid(ref.classifier_free_guidance, exercise="classifier-free guidance"):
-                got = fn(eu.clone(), ec.clone(), w)
+            got = fn(eu.clone(), ec.clone(), w)
             want = ref.classifier_free_guidance(eu, ec, w)
             problem = tensor_problem(got, "the guided prediction", shape)
             if problem:
@@ -251,24 +245,24 @@ def check_classifier_free_guidance(fn, points: float = 2, seed: int = 0) -> floa
         (f"w = {w_main:g} extrapolates beyond ε_c", case(w_main)),
         ("w = 7.5 (Stable Diffusion's default)", case(7.5)),
     ]
-    return run_check("Classifier-free guidance", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
 # Exercise: SDEdit, noising to strength s
 
 
-def check_sdedit_noise(fn, points: float = 2, seed: int = 0) -> float:
+@exercise("SDEdit noising", reference=(ref.sdedit_noise, ref.sdedit_timestep))
+def check_sdedit_noise(fn, points: float = 2, seed: int = 0) -> list[Case]:
     """fn(z0, strength, alpha_bars, noise) -> (z_t, t) with t = round(strength * T) - 1."""
-    gen = _generator(seed)
+    gen = generator(seed)
     strengths = [0.5, 0.25, 0.75][seed % 3]
 
     def case(strength, alpha_bars):
         def run():
             T = len(alpha_bars)
             z0, noise = _randn(2, 4, 8, 8, generator=gen), _randn(2, 4, 8, 8, generator=gen)
-            with forbid(ref.sdedit_noise, ref.sdedit_timestep, exercise="SDEdit noising"):
-                result = fn(z0.clone(), strength, alpha_bars.clone(), noise.clone())
+            result = fn(z0.clone(), strength, alpha_bars.clone(), noise.clone())
             z_t, t = unpack_pair(result, "sdedit_noise")
             want_z, want_t = ref.sdedit_noise(z0, strength, alpha_bars, noise)
             if isinstance(t, torch.Tensor) and t.numel() == 1:
@@ -302,16 +296,17 @@ def check_sdedit_noise(fn, points: float = 2, seed: int = 0) -> float:
         ("strength 0.3 with T = 10", case(0.3, _SHORT_ALPHA_BARS)),
         ("strength 0.1 with T = 10 (the first step)", case(0.1, _SHORT_ALPHA_BARS)),
     ]
-    return run_check("SDEdit noising", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
 # Exercise: the inpainting blend
 
 
-def check_inpaint_blend(fn, points: float = 2, seed: int = 0) -> float:
+@exercise("Inpainting blend", reference=ref.inpaint_blend)
+def check_inpaint_blend(fn, points: float = 2, seed: int = 0) -> list[Case]:
     """fn(z_generated, z0_known, mask, alpha_bar_prev, noise) -> blended z, mask = 1 on the hole."""
-    gen = _generator(seed)
+    gen = generator(seed)
 
     def case(alpha_bar_prev, as_tensor=False):
         def run():
@@ -320,8 +315,7 @@ def check_inpaint_blend(fn, points: float = 2, seed: int = 0) -> float:
             mask[0, :, :4, :] = 1.0  # top half is the hole
             mask[1, :, :, 4 + seed % 2:] = 1.0  # right part is the hole
             ab = torch.tensor(alpha_bar_prev) if as_tensor else alpha_bar_prev
-            with forbid(ref.inpaint_blend, exercise="inpainting blend"):
-                got = fn(z_gen.clone(), z0.clone(), mask.clone(), ab, noise.clone())
+            got = fn(z_gen.clone(), z0.clone(), mask.clone(), ab, noise.clone())
             want = ref.inpaint_blend(z_gen, z0, mask, alpha_bar_prev, noise)
             problem = tensor_problem(got, "the blended latent", z_gen.shape)
             if problem:
@@ -345,7 +339,7 @@ def check_inpaint_blend(fn, points: float = 2, seed: int = 0) -> float:
         ("early, ᾱ = 0.05, given as a tensor", case(0.05, as_tensor=True)),
         ("the last step, ᾱ = 1: the known region is exactly z0", case(1.0)),
     ]
-    return run_check("Inpainting blend", cases, points)
+    return cases
 
 
 make_read_only(__name__)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import close, first_match, forbid, make_read_only, max_abs_diff, run_check, tensor_problem
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.reference import tvlt as ref
 
 # Bound at import, before any student code runs.
@@ -31,10 +31,6 @@ _argsort = torch.argsort
 _gather = torch.gather
 _log = torch.log
 _log10 = torch.log10
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _relative_close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
@@ -112,11 +108,10 @@ def _filterbank_variants(n_mels: int, n_fft: int, sr: float, f_min: float, f_max
 
 def _filterbank_case(fn, n_mels: int, n_fft: int, sr: float, f_min: float = 0.0, f_max: float | None = None,
                      pass_defaults: bool = False) -> str | None:
-    with forbid(ref.mel_filterbank, exercise="mel filterbank"):
-        if pass_defaults:
-            fb = fn(n_mels, n_fft, sr)
-        else:
-            fb = fn(n_mels, n_fft, sr, f_min, f_max)
+    if pass_defaults:
+        fb = fn(n_mels, n_fft, sr)
+    else:
+        fb = fn(n_mels, n_fft, sr, f_min, f_max)
     top = sr / 2 if f_max is None else f_max
     want = ref.mel_filterbank(n_mels, n_fft, sr, f_min, top).double()
     bins = n_fft // 2 + 1
@@ -139,10 +134,11 @@ def _filterbank_case(fn, n_mels: int, n_fft: int, sr: float, f_min: float = 0.0,
     return f"differs from the mel filterbank (max relative error {max_abs_diff(fb, want) / float(want.abs().max()):.3g})"
 
 
-def check_mel_filterbank(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("Mel filterbank", reference=ref.mel_filterbank)
+def check_mel_filterbank(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(n_mels, n_fft, sample_rate, f_min=0.0, f_max=None) -> (n_mels, n_fft // 2 + 1)``:
     HTK mel scale, n_mels + 2 edges equally spaced in mel, triangles at k·sr/n_fft, area-normalised."""
-    gen = _generator(seed)
+    gen = generator(seed)
     n_mels = 8 + int(_randint(0, 5, (1,), generator=gen))
     f_min = float(50 + 100 * _rand(1, generator=gen))
     cases = [
@@ -151,7 +147,7 @@ def check_mel_filterbank(fn: Callable, points: float = 3, seed: int = 0) -> floa
         (f"16 mels, n_fft 400, 22.05 kHz, {f_min:.0f} to 6000 Hz", lambda: _filterbank_case(fn, 16, 400, 22050.0, f_min, 6000.0)),
         ("64 mels, n_fft 2048, 44.1 kHz (TVLT's rate; it uses 128 mels)", lambda: _filterbank_case(fn, 64, 2048, 44100.0, 0.0, 22050.0)),
     ]
-    return run_check("Mel filterbank", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,8 +179,7 @@ def _log_mel_variants(wave: torch.Tensor, fb: torch.Tensor, n_fft: int, hop: int
 
 
 def _log_mel_case(fn, wave: torch.Tensor, fb: torch.Tensor, n_fft: int, hop: int, eps: float) -> str | None:
-    with forbid(ref.log_mel_spectrogram, ref.power_spectrogram, exercise="log-mel spectrogram"):
-        out = fn(wave, fb, n_fft, hop, eps)
+    out = fn(wave, fb, n_fft, hop, eps)
     want = ref.log_mel_spectrogram(wave, fb, n_fft, hop, eps)
     variants, unpadded_frames = _log_mel_variants(wave, fb, n_fft, hop, eps)
     expected_shape = tuple(want.shape)
@@ -203,9 +198,10 @@ def _log_mel_case(fn, wave: torch.Tensor, fb: torch.Tensor, n_fft: int, hop: int
     return first_match(out, variants, atol=1e-3) or f"differs from log(mel power + eps) (max error {max_abs_diff(out, want):.3g})"
 
 
-def check_log_mel_spectrogram(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Log-mel spectrogram", reference=(ref.log_mel_spectrogram, ref.power_spectrogram))
+def check_log_mel_spectrogram(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(wave (..., S), filterbank (M, n_fft//2+1), n_fft, hop, eps) -> (..., S // hop, M)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     t = torch.arange(2048, dtype=torch.float64) / 8000.0
     freq = 300.0 + 1500.0 * float(_rand(1, generator=gen))
     tone = (0.5 * torch.sin(2 * math.pi * freq * t) + 0.01 * _randn(2048, generator=gen, dtype=torch.float64))
@@ -219,7 +215,7 @@ def check_log_mel_spectrogram(fn: Callable, points: float = 2, seed: int = 0) ->
         ("float32 input, eps 1e-3", lambda: _log_mel_case(fn, tone.float(), fb8k.float(), 256, 128, 1e-3)),
         ("digital silence: log(0 + eps) everywhere, finite", lambda: _log_mel_case(fn, silence, fb_small, 128, 64, 1e-4)),
     ]
-    return run_check("Log-mel spectrogram", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,8 +224,7 @@ def check_log_mel_spectrogram(fn: Callable, points: float = 2, seed: int = 0) ->
 
 def _patchify_case(fn, video: torch.Tensor, t: int, p: int) -> str | None:
     B, T, H, W = video.shape
-    with forbid(ref.patchify_video, exercise="video patchify"):
-        out = fn(video, t, p)
+    out = fn(video, t, p)
     want = ref.patchify_video(video, t, p)
     problem = tensor_problem(out, "the patches", want.shape)
     if problem:
@@ -255,9 +250,10 @@ def _patchify_case(fn, video: torch.Tensor, t: int, p: int) -> str | None:
     return first_match(out.detach(), variants, atol=0.0) or "the patches differ from video[b, τt:(τ+1)t, rp:(r+1)p, cp:(c+1)p] flattened, in (τ, r, c) order"
 
 
-def check_patchify_video(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Spatio-temporal patchify", reference=ref.patchify_video)
+def check_patchify_video(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(video (B, T, H, W), t, p) -> (B, (T/t)(H/p)(W/p), t p p)``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     small = torch.arange(2 * 4 * 4 * 6, dtype=torch.float32).reshape(2, 4, 4, 6)
     rand_video = _rand(3, 8, 16, 16, generator=gen)
     cases = [
@@ -265,7 +261,7 @@ def check_patchify_video(fn: Callable, points: float = 2, seed: int = 0) -> floa
         ("a (3, 8, 16, 16) video, tubelets 2 x 8 x 8 (the notebook's)", lambda: _patchify_case(fn, rand_video, 2, 8)),
         ("non-square frames, tubelets 4 x 2 x 2", lambda: _patchify_case(fn, _rand(1, 8, 4, 6, generator=gen), 4, 2)),
     ]
-    return run_check("Spatio-temporal patchify", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,8 +277,7 @@ def _unpack_masking(result: object) -> tuple[object, object, object]:
 def _masking_structure(fn, x: torch.Tensor, ratio: float, gen_seed: int) -> str | None:
     B, N, D = x.shape
     keep = ref.num_kept(N, ratio)
-    with forbid(ref.random_masking, exercise="random masking"):
-        visible, mask, restore = _unpack_masking(fn(x, ratio, _generator(gen_seed)))
+    visible, mask, restore = _unpack_masking(fn(x, ratio, generator(gen_seed)))
     problem = tensor_problem(mask, "mask", (B, N)) or tensor_problem(restore, "ids_restore", (B, N))
     if problem:
         return problem
@@ -326,14 +321,14 @@ def _masking_structure(fn, x: torch.Tensor, ratio: float, gen_seed: int) -> str 
 def _masking_random(fn, ratio: float) -> str | None:
     B, N, D = 64, 16, 3
     x = torch.arange(N, dtype=torch.float32)[None, :, None].expand(B, N, D).contiguous()
-    _, mask, _ = _unpack_masking(fn(x, ratio, _generator(7)))
+    _, mask, _ = _unpack_masking(fn(x, ratio, generator(7)))
     problem = tensor_problem(mask, "mask", (B, N))
     if problem:
         return problem
     rows = {tuple(row.tolist()) for row in mask.detach()}
     if len(rows) == 1:
         return "every sample has the same mask: draw the noise per sample, shape (B, N)"
-    masks = [_unpack_masking(fn(x, ratio, _generator(100 + k)))[1].detach().double() for k in range(8)]
+    masks = [_unpack_masking(fn(x, ratio, generator(100 + k)))[1].detach().double() for k in range(8)]
     rate = torch.stack(masks).mean(dim=(0, 1))  # per position, over 512 samples
     if abs(float(rate.mean()) - (1 - ratio)) < 0.05 and abs(ratio - 0.5) > 0.1:
         return f"about {1 - ratio:.0%} of the patches are marked 1, not {ratio:.0%}: the mask is inverted (1 = masked)"
@@ -343,10 +338,10 @@ def _masking_random(fn, ratio: float) -> str | None:
 
 
 def _masking_generator(fn) -> str | None:
-    x = _randn(4, 12, 2, generator=_generator(3))
-    first = _unpack_masking(fn(x, 0.5, _generator(11)))[1]
-    again = _unpack_masking(fn(x, 0.5, _generator(11)))[1]
-    other = [_unpack_masking(fn(x, 0.5, _generator(12 + k)))[1] for k in range(3)]
+    x = _randn(4, 12, 2, generator=generator(3))
+    first = _unpack_masking(fn(x, 0.5, generator(11)))[1]
+    again = _unpack_masking(fn(x, 0.5, generator(11)))[1]
+    other = [_unpack_masking(fn(x, 0.5, generator(12 + k)))[1] for k in range(3)]
     if not _equal(first.detach(), again.detach()):
         return "the same generator seed gave different masks: draw the noise with torch.rand(..., generator=generator)"
     if all(_equal(first.detach(), o.detach()) for o in other):
@@ -354,9 +349,10 @@ def _masking_generator(fn) -> str | None:
     return None
 
 
-def check_random_masking(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("Random masking", reference=ref.random_masking)
+def check_random_masking(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(x (B, N, D), mask_ratio, generator) -> (x_visible (B, K, D), mask (B, N), ids_restore (B, N))``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     x = _randn(3, 16, 5, generator=gen)
     x_odd = _randn(2, 10, 4, generator=gen)
     cases = [
@@ -366,7 +362,7 @@ def check_random_masking(fn: Callable, points: float = 3, seed: int = 0) -> floa
         ("a different random mask per sample, every position equally likely", lambda: _masking_random(fn, 0.75)),
         ("reproducible with the generator passed in", lambda: _masking_generator(fn)),
     ]
-    return run_check("Random masking", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,8 +409,7 @@ def _mse_variants(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
 
 
 def _mse_case(fn, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize: bool) -> str | None:
-    with forbid(ref.masked_patch_mse, ref.normalize_patches, exercise="masked-patch loss"):
-        loss = fn(pred, target, mask, normalize)
+    loss = fn(pred, target, mask, normalize)
     want = ref.masked_patch_mse(pred, target, mask, normalize)
     problem = tensor_problem(loss, "the loss")
     if problem:
@@ -437,9 +432,10 @@ def _random_mask(gen: torch.Generator, B: int, N: int, masked_per_row) -> torch.
     return mask
 
 
-def check_masked_patch_mse(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Masked-patch MSE", reference=(ref.masked_patch_mse, ref.normalize_patches))
+def check_masked_patch_mse(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(pred (B, N, P), target (B, N, P), mask (B, N), normalize_target) -> scalar``."""
-    gen = _generator(seed)
+    gen = generator(seed)
     B, N, P = 3, 10, 6
     pred = _randn(B, N, P, generator=gen, dtype=torch.float64)
     target = 2.0 + 3.0 * _randn(B, N, P, generator=gen, dtype=torch.float64)
@@ -454,7 +450,7 @@ def check_masked_patch_mse(fn: Callable, points: float = 2, seed: int = 0) -> fl
         ("float32 inputs", lambda: _mse_case(fn, pred.float(), target.float(), uneven.float(), False)),
         ("normalize_target=True with a constant (zero-variance) masked patch", lambda: _mse_case(fn, pred, constant, mask_flat, True)),
     ]
-    return run_check("Masked-patch MSE", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -474,8 +470,7 @@ def _unpack_pairs(result: object, batch_size: int):
 
 
 def _pairs_structure(fn, batch_size: int, gen_seed: int) -> str | None:
-    with forbid(ref.vam_pairs, exercise="matching pairs"):
-        video, audio, label = _unpack_pairs(fn(batch_size, _generator(gen_seed)), batch_size)
+    video, audio, label = _unpack_pairs(fn(batch_size, generator(gen_seed)), batch_size)
     if not bool(((label == 0) | (label == 1)).all()):
         return "labels must be 0 (mismatched) or 1 (matched)"
     if not bool(((video >= 0) & (video < batch_size) & (audio >= 0) & (audio < batch_size)).all()):
@@ -501,7 +496,7 @@ def _pairs_distribution(fn) -> str | None:
     counts = torch.zeros(batch_size, batch_size)
     shifts = set()
     for k in range(300):
-        video, audio, label = _unpack_pairs(fn(batch_size, _generator(1000 + k)), batch_size)
+        video, audio, label = _unpack_pairs(fn(batch_size, generator(1000 + k)), batch_size)
         neg = label == 0
         counts.index_put_((video[neg], audio[neg]), torch.ones(int(neg.sum())), accumulate=True)
         shifts.add(tuple(((audio[neg] - video[neg]) % batch_size).tolist()))
@@ -516,14 +511,15 @@ def _pairs_distribution(fn) -> str | None:
 
 
 def _pairs_generator(fn) -> str | None:
-    first = _unpack_pairs(fn(8, _generator(5)), 8)
-    again = _unpack_pairs(fn(8, _generator(5)), 8)
+    first = _unpack_pairs(fn(8, generator(5)), 8)
+    again = _unpack_pairs(fn(8, generator(5)), 8)
     if not all(_equal(a, b) for a, b in zip(first, again)):
         return "the same generator seed gave different pairs: draw with the generator argument"
     return None
 
 
-def check_vam_pairs(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Vision-audio matching pairs", reference=ref.vam_pairs)
+def check_vam_pairs(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(batch_size, generator) -> (video_index, audio_index, label)``, each (2 batch_size,) int64."""
     cases = [
         ("batch of 6: one positive and one negative per video", lambda: _pairs_structure(fn, 6, seed)),
@@ -531,7 +527,7 @@ def check_vam_pairs(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("negatives drawn uniformly from the other clips (300 batches of 4)", lambda: _pairs_distribution(fn)),
         ("reproducible with the generator passed in", lambda: _pairs_generator(fn)),
     ]
-    return run_check("Vision-audio matching pairs", cases, points)
+    return cases
 
 
 make_read_only(__name__)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import close, first_match, max_abs_diff, run_check, tensor_problem
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.reference import vae as ref
 
 # Bound at import, before any student code runs: rebinding these later cannot fool a check.
@@ -31,10 +31,6 @@ _logsumexp = _core.logsumexp
 _grad = _core.grad
 _bce_with_logits = F.binary_cross_entropy_with_logits
 _Tensor = _core._Tensor
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _uniform(shape, low, high, gen, dtype=torch.float64):
@@ -109,9 +105,10 @@ def _kl_case(fn, mu, logvar, with_gradient: bool = False) -> str | None:
     return None
 
 
-def check_gaussian_kl(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("KL to the standard normal", reference=ref.gaussian_kl_standard_normal)
+def check_gaussian_kl(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(mu, logvar) -> (...,)``: KL(N(mu, diag exp(logvar)) || N(0, I)) summed over the last dimension."""
-    gen = _generator(seed)
+    gen = generator(seed)
     B, d = 5 + seed % 3, 3 + seed % 4
     mu, logvar = _randn(B, d, generator=gen, dtype=torch.float64), _uniform((B, d), -3.0, 1.5, gen)
     mu_pos, logvar_pos = _randn(B, d, generator=gen, dtype=torch.float64), _uniform((B, d), 0.2, 2.0, gen)
@@ -124,7 +121,7 @@ def check_gaussian_kl(fn: Callable, points: float = 2, seed: int = 0) -> float:
         ("extra leading dimensions (S, B, d) -> (S, B)", lambda: _kl_case(fn, mu_3d, logvar_3d)),
         ("float32 inputs, gradients reach μ and log σ²", lambda: _kl_case(fn, mu.float(), logvar.float(), with_gradient=True)),
     ]
-    return run_check("KL to the standard normal", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,9 +157,10 @@ def _reparam_case(fn, mu, logvar, eps, with_gradient: bool = False) -> str | Non
     return None
 
 
-def check_reparameterize(fn: Callable, points: float = 1, seed: int = 0) -> float:
+@exercise("Reparameterization trick", reference=ref.reparameterize)
+def check_reparameterize(fn: Callable, points: float = 1, seed: int = 0) -> list[Case]:
     """Check ``fn(mu, logvar, eps) -> z = mu + exp(logvar / 2) * eps``, differentiable in mu and logvar."""
-    gen = _generator(seed)
+    gen = generator(seed)
     B, d = 4 + seed % 3, 2 + seed % 3
     mu, logvar, eps = _randn(B, d, generator=gen), _uniform((B, d), -2.0, 1.5, gen, torch.float32), _randn(B, d, generator=gen)
     mu_k, logvar_k, eps_k = _randn(B, d, generator=gen), _uniform((B, d), -2.0, 1.5, gen, torch.float32), _randn(3, B, d, generator=gen)
@@ -171,7 +169,7 @@ def check_reparameterize(fn: Callable, points: float = 1, seed: int = 0) -> floa
         ("gradients reach μ and log σ²", lambda: _reparam_case(fn, mu, logvar, eps, with_gradient=True)),
         ("K samples per example: ε (K, B, d) broadcasts against μ (B, d)", lambda: _reparam_case(fn, mu_k, logvar_k, eps_k)),
     ]
-    return run_check("Reparameterization trick", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,13 +256,14 @@ def _elbo_case(fn, x, W, b, noise_var, q_mean, q_cov, expect: str) -> str | None
     return f"log p(x) − ELBO should equal KL(q ‖ p(z|x)) (max error {max_abs_diff(got, want):.3g})"
 
 
-def check_elbo_linear_gaussian(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("ELBO of the linear-Gaussian model", reference=(ref.elbo_linear_gaussian, ref.linear_gaussian_log_marginal))
+def check_elbo_linear_gaussian(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(x, q_mean, q_cov, W, b, noise_var) -> (B,)`` ELBO of the linear-Gaussian model.
 
     The oracle is independent of the reference ELBO formula: log p(x) from the exact marginal
     N(b, W Wᵀ + σ² I) and KL(q ‖ p(z|x)) from torch.distributions, using log p(x) = ELBO + KL.
     """
-    gen = _generator(seed)
+    gen = generator(seed)
     B = 4 + seed % 3
     problems = [(_linear_gaussian_problem(gen, B, 5, 2, 0.5), 0.5), (_linear_gaussian_problem(gen, B, 6, 3, 2.0), 2.0),
                 (_linear_gaussian_problem(gen, B, 4, 1, 0.3), 0.3)]
@@ -289,7 +288,7 @@ def check_elbo_linear_gaussian(fn: Callable, points: float = 3, seed: int = 0) -
         ("q = the exact posterior with a 1-D latent (σ² = 0.3)", posterior_case(2)),
         ("another Gaussian q with a 1-D latent", other_q_case(2)),
     ]
-    return run_check("ELBO of the linear-Gaussian model", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,9 +339,10 @@ def _neg_elbo_case(fn, logits, x, mu, logvar) -> str | None:
         f"differs from −ELBO = Σ_pixels BCE(logits, x) + KL (max error {max_abs_diff(got, want):.3g})")
 
 
-def check_negative_elbo_bernoulli(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Negative ELBO, Bernoulli decoder", reference=ref.negative_elbo)
+def check_negative_elbo_bernoulli(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(logits, x, mu, logvar) -> (B,)``: −ELBO per example for a Bernoulli decoder, in nats."""
-    gen = _generator(seed)
+    gen = generator(seed)
     B, D, d = 6 + seed % 3, 64, 2 + seed % 3
 
     def inputs(logit_scale=3.0, logvar_range=(-2.0, 1.0), binary=True):
@@ -359,7 +359,7 @@ def check_negative_elbo_bernoulli(fn: Callable, points: float = 2, seed: int = 0
         ("grey-level targets x in [0, 1]", lambda: _neg_elbo_case(fn, *grey)),
         ("saturated logits (|logit| up to ~200) stay finite", lambda: _neg_elbo_case(fn, *extreme)),
     ]
-    return run_check("Negative ELBO, Bernoulli decoder", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,9 +406,10 @@ def _iwae_case(fn, log_px_given_z, z, mu, logvar) -> str | None:
         f"differs from log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x) (max error {max_abs_diff(got, want):.3g})")
 
 
-def check_iwae_estimate(fn: Callable, points: float = 3, seed: int = 0) -> float:
+@exercise("IWAE estimate of log p(x)", reference=ref.iwae_bound)
+def check_iwae_estimate(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
     """Check ``fn(log_px_given_z (K, B), z (K, B, d), mu (B, d), logvar (B, d)) -> (B,)``, the IWAE estimate."""
-    gen = _generator(seed)
+    gen = generator(seed)
 
     def inputs(K, B, d, scale):
         mu = _randn(B, d, generator=gen, dtype=torch.float64)
@@ -427,7 +428,7 @@ def check_iwae_estimate(fn: Callable, points: float = 3, seed: int = 0) -> float
         ("K = 1 gives the one-sample ELBO estimate", lambda: _iwae_case(fn, *single)),
         ("log-weights around −2000 stay finite (numerically stable)", lambda: _iwae_case(fn, *tiny)),
     ]
-    return run_check("IWAE estimate of log p(x)", cases, points)
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------
@@ -454,9 +455,10 @@ def _score_case(fn, f_values, z, mu, logvar) -> str | None:
     return first_match(got, variants, 1e-6) or f"differs from f(z) · (z − μ) / σ² (max error {max_abs_diff(got, want):.3g})"
 
 
-def check_score_function_gradient(fn: Callable, points: float = 2, seed: int = 0) -> float:
+@exercise("Score-function gradient estimator", reference=ref.score_function_gradient_samples)
+def check_score_function_gradient(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(f_values (n,), z (n, d), mu (d,), logvar (d,)) -> (n, d)`` one-sample REINFORCE estimates."""
-    gen = _generator(seed)
+    gen = generator(seed)
 
     def inputs(n, d):
         mu = _randn(d, generator=gen, dtype=torch.float64)
@@ -487,9 +489,7 @@ def check_score_function_gradient(fn: Callable, points: float = 2, seed: int = 0
         ("n ≈ 40 samples, d = 3", lambda: _score_case(fn, *larger)),
         ("unbiased: the mean of 200,000 estimates matches the exact gradient", unbiased),
     ]
-    return run_check("Score-function gradient estimator", cases, points)
+    return cases
 
-
-from gradelib.checks._core import make_read_only  # noqa: E402
 
 make_read_only(__name__)
