@@ -1,23 +1,96 @@
-"""The kernel every grading run starts: quick profile, no grader tell-tales, and (when asked) a sandbox."""
+"""The kernel every grading run starts: quick profile, no grader tell-tales, inside the sandbox.
+
+nbgrader starts it for each notebook it autogrades (``c.Execute.kernel_manager_class`` in
+``nbgrader_config.py``), so the same protections hold for ``gradelib grade``, ``nbgrader autograde`` and
+Formgrader. ``GRADELIB_SANDBOX`` in the grader's environment chooses: ``bwrap`` (the default; grading
+fails with instructions when no working bwrap exists) or ``off`` (student code runs with the grader's
+rights; ``gradelib grade --no-sandbox`` sets it, warns, and records it in the CSV).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 
+from gradelib.grading import sandbox
+
 GRADER_ENV_HIDDEN = ("NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
+SANDBOX_VARIABLE = "GRADELIB_SANDBOX"
+STAGE_LIMIT_BYTES = 200 * 2**20  # files next to the notebook copied into the sandbox, at most
+
+
+def sandbox_mode(environ: dict[str, str] | None = None) -> str:
+    mode = (environ if environ is not None else os.environ).get(SANDBOX_VARIABLE, "bwrap").strip().lower()
+    if mode not in ("bwrap", "off"):
+        raise ValueError(f"{SANDBOX_VARIABLE} must be 'bwrap' or 'off', got {mode!r}")
+    return mode
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
 
 
 class GradingKernelManager(AsyncKernelManager):
-    """Starts grading kernels in the quick profile, without nbgrader's tell-tale environment variables."""
+    """Starts grading kernels in the quick profile, without nbgrader's tell-tale environment variables,
+    in a bubblewrap sandbox that talks to nbgrader over IPC sockets in a private directory."""
+
+    _sandbox_root: Path | None = None
 
     async def _async_pre_start_kernel(self, **kw):
+        sandboxed = sandbox_mode() == "bwrap"
+        if sandboxed:
+            bwrap = sandbox.find_bwrap()
+            if bwrap is None:
+                raise SandboxUnavailable(sandbox.INSTALL_HINT)
+            # Unix sockets cross the sandbox's network namespace; TCP on the host's loopback would not.
+            self._sandbox_root = Path(tempfile.mkdtemp(prefix="gradelib-kernel-"))
+            ipc_dir = self._sandbox_root / "ipc"
+            ipc_dir.mkdir()
+            self.transport = "ipc"
+            self.ip = str(ipc_dir / "kernel")
+            self.connection_file = str(ipc_dir / "connection.json")
         kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
         env = dict(kw.get("env") or os.environ)
         for name in GRADER_ENV_HIDDEN:
             env.pop(name, None)
         env["GRADELIB_PROFILE"] = "quick"
         env.pop("MPLBACKEND", None)
+        if sandboxed:
+            root = self._sandbox_root
+            gradelib_dir = sandbox.snapshot_gradelib(root / "lib")
+            staged = self._stage(kw.get("cwd"), root / "stage")
+            kernel_cmd = sandbox.sandboxed_command(kernel_cmd, bwrap=bwrap, ipc_dir=root / "ipc",
+                                                   gradelib_dir=gradelib_dir, staged_dir=staged)
+            env = sandbox.kernel_environment(env, gradelib_dir)
+            # SIGINT to bwrap does not reach the kernel inside; an interrupt_request makes ipykernel signal itself.
+            self.kernel_spec.interrupt_mode = "message"
+            self.log.info("grading kernel sandboxed: %s", sandbox.describe(kernel_cmd))
         kw["env"] = env
         return kernel_cmd, kw
+
+    @staticmethod
+    def _stage(cwd: str | None, destination: Path) -> Path | None:
+        """A copy of the files nbgrader put next to the notebook (the assignment's data), if any."""
+        if not cwd or not Path(cwd).is_dir():
+            return None
+        files = [p for p in Path(cwd).rglob("*") if p.is_file() and not p.is_symlink()]
+        if not files or sum(p.stat().st_size for p in files) > STAGE_LIMIT_BYTES:
+            return None
+        for path in files:
+            target = destination / path.relative_to(cwd)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        return destination
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart and self._sandbox_root is not None:
+            shutil.rmtree(self._sandbox_root, ignore_errors=True)
+            self._sandbox_root = None
+
+    # AsyncKernelManager binds this name to the base class's function; nbclient calls it by this name.
+    cleanup_resources = _async_cleanup_resources
