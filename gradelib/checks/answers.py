@@ -3,6 +3,10 @@
 The answer key never ships in gradelib. The visible test in a notebook only checks the *form* of an
 answer (``check_answer_form``); the correctness test (``check_answer``) lives in the notebook's
 hidden tests, which nbgrader strips from the student version, and carries the expected answer there.
+
+The key never reaches a grading kernel either: before grading, ``gradelib.grading.hidden`` rewrites each
+hidden ``check_answer(..., expected=...)`` as ``record_answer(...)``, which only reports the student's
+answer (as an output of type ``ANSWER_MIME``); the grader marks it outside the kernel with ``answer_problem``.
 """
 
 from __future__ import annotations
@@ -10,9 +14,12 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+from IPython.display import display as _display
+
 from gradelib.checks._core import make_read_only, run_check
 
 KINDS = ("choice", "integer", "number", "indices")
+ANSWER_MIME = "application/vnd.gradelib.answer+json"
 
 
 def _form_problem(answer: object, kind: str, options: str = "ABCD") -> str | None:
@@ -55,17 +62,38 @@ def check_answer(label: str, answer: object, *, expected: object, kind: str, poi
     """Hidden test: the answer equals ``expected`` (numbers to ``rel_tol``). All or nothing."""
 
     def is_correct() -> str | None:
-        problem = _form_problem(answer, kind, options)
-        if problem is not None:
-            return problem
-        given, wanted = _canonical(answer, kind), _canonical(expected, kind)
-        if kind == "number":
-            ok = math.isclose(float(given), float(wanted), rel_tol=rel_tol)
-        else:
-            ok = given == wanted
-        return None if ok else "not the expected answer"
+        return answer_problem(answer, expected=expected, kind=kind, options=options, rel_tol=rel_tol)
 
     return run_check(label, [("answer", is_correct)], points, reference=())  # a value, not code: nothing to forbid
+
+
+def answer_problem(answer: object, *, expected: object, kind: str, options: str = "ABCD",
+                   rel_tol: float = 1e-3) -> str | None:
+    """None when ``answer`` is well-formed and equals ``expected`` (numbers to ``rel_tol``), else the diagnosis.
+    It never names the expected answer."""
+    problem = _form_problem(answer, kind, options)
+    if problem is not None:
+        return problem
+    given, wanted = _canonical(answer, kind), _canonical(expected, kind)
+    if kind == "number":
+        ok = math.isclose(float(given), float(wanted), rel_tol=rel_tol)
+    else:
+        ok = given == wanted
+    return None if ok else "not the expected answer"
+
+
+def recorded_form(answer: object, kind: str) -> object:
+    """The answer as JSON carries it (a sorted list for a set of indices), and back again on the grader's side."""
+    canonical = _canonical(answer, kind)
+    return sorted(canonical) if kind == "indices" else canonical
+
+
+def record_answer(label: str, answer: object, *, kind: str, points: float, options: str = "ABCD") -> None:
+    """Grading kernels run this in place of ``check_answer``: it checks the answer's form and reports the
+    answer to the autograder, which marks it against a key that never enters the kernel."""
+    check_answer_form(label, answer, kind=kind, options=options)
+    _display({ANSWER_MIME: {"label": label, "kind": kind, "answer": recorded_form(answer, kind)},
+              "text/plain": f"{label}: answer recorded; the autograder marks it"}, raw=True)
 
 
 make_read_only(__name__)
