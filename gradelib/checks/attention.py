@@ -70,7 +70,7 @@ def _sdpa_case(fn, q, k, v, mask=None) -> str | None:
     want_out, want_w = ref.scaled_dot_product_attention(q, k, v, mask)
     if mask is not None:
         # An inverted causal mask leaves the last row with nothing to attend to, hence NaN: match it as is.
-        inverted = torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(mask, float("-inf")), dim=-1)
+        inverted = _softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(mask, float("-inf")), dim=-1)
         if _same_with_nans(weights, inverted):
             return "the mask is inverted: True means 'may attend', so fill the positions where mask is False"
     problem = tensor_problem(weights, "weights", want_w.shape) or tensor_problem(out, "output", want_out.shape)
@@ -250,7 +250,8 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
         for p in torch_mha.parameters():
             p.copy_(_randn(p.shape, generator=gen) * 0.3)
     if issubclass(cls, ref.MultiHeadAttention):
-        raise ReferenceUsed("your class subclasses gradelib.reference's MultiHeadAttention: the module must be your own code")
+        raise ReferenceUsed("your answer calls gradelib.reference's MultiHeadAttention (your class is or subclasses it): "
+                            "the module must be your own code")
     student = cls(d_model, num_heads)
     for name in ("w_q", "w_k", "w_v", "w_o"):
         if not isinstance(getattr(student, name, None), torch.nn.Linear):

@@ -234,7 +234,7 @@ def _fit_case_inner(fn, pair_index: int, seed: int, steps: int) -> str | None:
     before = [p.detach().clone() for p in discriminator.parameters()]
     gen = generator(seed + 17 * pair_index)
     losses = fn(discriminator, lambda n: p_data.sample(n, gen), lambda n: p_g.sample(n, gen), steps=steps, batch_size=256, lr=1e-2)
-    if all(torch.equal(a, b.detach()) for a, b in zip(before, discriminator.parameters())):
+    if all(_core.equal(a, b.detach()) for a, b in zip(before, discriminator.parameters())):
         return "the discriminator's parameters did not change: zero the gradients, backpropagate the loss, step the optimizer"
     error = ref.fit_error(discriminator, p_data.pdf, p_g.pdf, _FIT_GRID)
     if error > _FIT_TOLERANCE:
@@ -377,7 +377,7 @@ def check_mode_coverage(fn: Callable, points: float = 2, seed: int = 0) -> list[
 
     def around(modes, n_per, spread):
         modes = torch.as_tensor(modes)
-        picked = modes[torch.randint(0, len(modes), (n_per,), generator=gen)]
+        picked = modes[_core.randint(0, len(modes), (n_per,), generator=gen)]
         return centers[picked] + spread * _randn(n_per, 2, generator=gen, dtype=torch.float64)
 
     true_samples = around(range(8), 2000, std)

@@ -376,8 +376,8 @@ def _bt_case(fn, chosen, rejected) -> str | None:
         ("chosen and rejected are swapped: the loss must fall as r_chosen - r_rejected grows", -_logsigmoid(-margin).mean()),
         ("the sign is wrong: minimise the *negative* log-likelihood -log σ(r_chosen - r_rejected)", _logsigmoid(margin).mean()),
         ("summed over pairs: take the mean", -_logsigmoid(margin).sum()),
-        ("σ of the margin is a probability, not a loss: take -log σ(r_chosen - r_rejected)", -torch.sigmoid(margin).mean()),
-        ("σ of the margin is a probability, not a loss: take -log σ(r_chosen - r_rejected)", (1 - torch.sigmoid(margin)).mean()),
+        ("σ of the margin is a probability, not a loss: take -log σ(r_chosen - r_rejected)", -_core.sigmoid(margin).mean()),
+        ("σ of the margin is a probability, not a loss: take -log σ(r_chosen - r_rejected)", (1 - _core.sigmoid(margin)).mean()),
     ]
     return first_match(got, variants, 1e-5) or f"differs from -mean log σ(r_chosen - r_rejected) (got {float(got):.4g})"
 
@@ -428,7 +428,7 @@ def check_dpo_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]
     gen = generator(seed)
 
     def logps(n):
-        return -20 * torch.rand(n, generator=gen) - 5  # summed log-probabilities of whole answers
+        return -20 * _core.rand(n, generator=gen) - 5  # summed log-probabilities of whole answers
 
     pc, pr, rc, rr = logps(6), logps(6), logps(6), logps(6)
     beta = 0.1 + 0.1 * (seed % 3)

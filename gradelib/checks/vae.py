@@ -190,9 +190,10 @@ def _random_cov(gen, B, d):
 
 
 def _exact_log_marginal(x, W, b, noise_var):
-    """log N(x; b, W Wᵀ + σ² I), from torch.distributions."""
+    """log N(x; b, W Wᵀ + σ² I), from torch.distributions (not validating: its checks call torch.isclose,
+    which a notebook may have rebound)."""
     cov = W @ W.T + noise_var * torch.eye(W.shape[0], dtype=W.dtype)
-    return _MultivariateNormal(b, covariance_matrix=cov).log_prob(x)
+    return _MultivariateNormal(b, covariance_matrix=cov, validate_args=False).log_prob(x)
 
 
 def _exact_posterior_kl(x, W, b, noise_var, q_mean, q_cov):
@@ -201,8 +202,8 @@ def _exact_posterior_kl(x, W, b, noise_var, q_mean, q_cov):
     post_cov = torch.linalg.inv(torch.eye(d, dtype=W.dtype) + W.T @ W / noise_var)
     post_cov = 0.5 * (post_cov + post_cov.T)
     post_mean = (x - b) @ W @ post_cov / noise_var
-    q = _MultivariateNormal(q_mean, covariance_matrix=q_cov)
-    p = _MultivariateNormal(post_mean, covariance_matrix=post_cov.expand_as(q_cov))
+    q = _MultivariateNormal(q_mean, covariance_matrix=q_cov, validate_args=False)
+    p = _MultivariateNormal(post_mean, covariance_matrix=post_cov.expand_as(q_cov), validate_args=False)
     return _kl_divergence(q, p), post_mean, post_cov
 
 
@@ -299,7 +300,7 @@ def _neg_elbo_variants(logits, x, mu, logvar):
     D, d = x.shape[-1], mu.shape[-1]
     nll = _bce_with_logits(logits, x, reduction="none").sum(-1)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(-1)
-    probs = torch.sigmoid(logits)
+    probs = _core.sigmoid(logits)
     variants = [
         ("the KL term is missing its factor ½", nll + 2 * kl),
         ("logvar is log σ², so σ² = exp(logvar): the KL treats it as log σ (exp(2·logvar))",
