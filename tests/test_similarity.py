@@ -220,7 +220,6 @@ def test_committed_false_positive_report_is_current(measurement):
 
 
 def test_html_shows_both_sides_of_a_match_and_fetches_nothing(tmp_path):
-    refs = sim.reference_sources(released("01_attention"))
     submissions = {"ann": with_answers("01_attention", {"ex1_sdpa": REFERENCE_SDPA_DISGUISED}),
                    "bob": with_answers("01_attention", {"ex1_sdpa": REFERENCE_SDPA_DISGUISED}),
                    "cy": with_answers("01_attention", {"ex3_pe": fixtures("01_attention", "ex3_pe")["loops"]})}

@@ -42,7 +42,6 @@ import keyword
 import pkgutil
 import statistics
 import textwrap
-import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
