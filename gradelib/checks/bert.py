@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
 from gradelib.reference import bert as ref
 from gradelib.reference import tokenization as tok
 
@@ -472,23 +472,23 @@ def _mask_rates(run: _MaskRun) -> str | None:
     selected = labels != ref.IGNORE_INDEX
     n = int(eligible.sum())
     rate = float(selected.sum()) / n
-    tol = 5 * math.sqrt(0.15 * 0.85 / n)
-    if abs(rate - 0.15) > tol:
-        if abs(float(selected.sum()) / ids.numel() - 0.15) <= tol:
+    sigma = math.sqrt(0.15 * 0.85 / n)
+    if not within_sigmas(rate - 0.15, sigma):
+        if within_sigmas(float(selected.sum()) / ids.numel() - 0.15, sigma):
             return f"{rate:.3f} of the ordinary tokens were selected: draw the 15% over non-special positions only"
         return f"{rate:.3f} of the ordinary tokens were selected, expected 0.15"
     k = int(selected.sum())
     to_mask = float((corrupted[selected] == ref.MASK_ID).sum()) / k
     kept = float((corrupted[selected] == ids[selected]).sum()) / k
     randomised = 1.0 - to_mask - kept
-    tol_split = 5 * math.sqrt(0.1 * 0.9 / k)
+    sigma_split = math.sqrt(0.1 * 0.9 / k)
     if to_mask > 0.99:
         return "every selected position became [MASK]: 80% [MASK], 10% a random token, 10% unchanged"
-    if abs(to_mask - 0.8) > 5 * math.sqrt(0.8 * 0.2 / k):
+    if not within_sigmas(to_mask - 0.8, math.sqrt(0.8 * 0.2 / k)):
         return f"{to_mask:.3f} of the selected positions became [MASK], expected 0.80"
-    if abs(randomised - 0.1) > tol_split:
+    if not within_sigmas(randomised - 0.1, sigma_split):
         return f"{randomised:.3f} of the selected positions became a random token, expected 0.10"
-    if abs(kept - 0.1) > tol_split:
+    if not within_sigmas(kept - 0.1, sigma_split):
         return f"{kept:.3f} of the selected positions kept their token, expected 0.10"
     return None
 
@@ -649,7 +649,7 @@ def _nsp_rates(fn, documents, seed) -> str | None:
     pairs = _nsp_run(fn, documents, seed)
     n = len(pairs)
     rate = sum(label for _, _, label in pairs) / n
-    if abs(rate - 0.5) > 5 * math.sqrt(0.25 / n):
+    if not within_sigmas(rate - 0.5, math.sqrt(0.25 / n)):
         return f"{rate:.3f} of the pairs are true next sentences, expected 0.5"
     negatives = [_parse(b) for _, b, label in pairs if label == 0]
     if len({d for d, _ in negatives}) < 0.5 * min(len(negatives), len(documents)):

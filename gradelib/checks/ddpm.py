@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair, within_sigmas
 from gradelib.reference import ddpm as ref
 
 # Bound at import, before any student code runs.
@@ -122,10 +122,9 @@ def _chain_case(fn, gen, alpha_bars, betas) -> str | None:
                 return problem
             chain_mean, chain_var = float(x.mean()), float(x.var())
             mean, var = float(out.mean()), float(out.var())
-            # 6 standard errors of the difference of two independent sample means / variances
-            mean_tol = 6 * math.sqrt(2 * chain_var / n) + 1e-6
-            var_tol = 6 * chain_var * math.sqrt(2 * 2 / n) + 1e-9
-            if abs(mean - chain_mean) > mean_tol or abs(var - chain_var) > var_tol:
+            # standard errors of the difference of two independent sample means / variances
+            if (not within_sigmas(mean - chain_mean, math.sqrt(2 * chain_var / n), slack=1e-6)
+                    or not within_sigmas(var - chain_var, chain_var * math.sqrt(2 * 2 / n), slack=1e-9)):
                 worst = (t, mean, chain_mean, var, chain_var)
                 break
     if worst is None:
@@ -549,10 +548,10 @@ def _loss_noise_case(fn, x0, alpha_bars, seed) -> str | None:
     noise = _implied_noise(x_t, t, x0, alpha_bars)
     n = noise.numel()
     mean, var = float(noise.mean()), float(noise.var())
-    if abs(mean) > 6 / math.sqrt(n) or abs(var - 1) > 6 * math.sqrt(2 / n):
+    if not within_sigmas(mean, 1 / math.sqrt(n)) or not within_sigmas(var - 1, math.sqrt(2 / n)):
         ab = _col(alpha_bars, t, x0)
         implied_if_variance = (x_t.double() - ab.sqrt() * x0.double()) / (1 - ab)
-        if abs(float(implied_if_variance.var()) - 1) <= 6 * math.sqrt(2 / n):
+        if within_sigmas(float(implied_if_variance.var()) - 1, math.sqrt(2 / n)):
             return "x_t's noise coefficient lacks its square root (1 − ᾱ_t where √(1 − ᾱ_t) belongs)"
         return (f"the noise implied by x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε has mean {mean:.3f} and variance {var:.3f}, not 0 and 1: "
                 "build x_t with standard normal noise and the right coefficients")
@@ -572,7 +571,7 @@ def _loss_t_case(fn, x0, alpha_bars, seed) -> str | None:
     if counts[T - 1] == 0:
         return "t never reaches T − 1: torch.randint's upper bound is exclusive, so use torch.randint(0, T, ...)"
     chi2 = float(((counts - expected) ** 2 / expected).sum())
-    if chi2 > T - 1 + 6 * math.sqrt(2 * (T - 1)):
+    if not within_sigmas(max(chi2 - (T - 1), 0.0), math.sqrt(2 * (T - 1))):  # χ² has mean T − 1, variance 2(T − 1)
         return f"t is not uniform on 0 .. T − 1 (χ² = {chi2:.0f} with {T - 1} degrees of freedom): one independent uniform t per example"
     return None
 

@@ -14,7 +14,7 @@ import math
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair, within_sigmas
 from gradelib.reference import attention as attention_ref
 from gradelib.reference import latent_diffusion as ref
 from gradelib.reference.ddpm import linear_betas
@@ -162,8 +162,9 @@ def check_drop_captions(fn, points: float = 2, seed: int = 0) -> list[Case]:
             if problem:
                 return problem
             dropped = sum(c == "" for c in result) / n
-            if abs(dropped - p) > 0.025:
-                hint = ": drop when a uniform draw is below p, not above" if abs(dropped - (1 - p)) < 0.025 else ""
+            sigma = math.sqrt(p * (1 - p) / n)
+            if not within_sigmas(dropped - p, sigma):
+                hint = ": drop when a uniform draw is below p, not above" if within_sigmas(dropped - (1 - p), sigma) else ""
                 return f"dropped a fraction {dropped:.2f} of the captions with p = {p}{hint}"
             return None
         return case

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
+from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
 from gradelib.reference import tvlt as ref
 
 # Bound at import, before any student code runs.
@@ -332,7 +332,9 @@ def _masking_random(fn, ratio: float) -> str | None:
     rate = torch.stack(masks).mean(dim=(0, 1))  # per position, over 512 samples
     if abs(float(rate.mean()) - (1 - ratio)) < 0.05 and abs(ratio - 0.5) > 0.1:
         return f"about {1 - ratio:.0%} of the patches are marked 1, not {ratio:.0%}: the mask is inverted (1 = masked)"
-    if float((rate - ratio).abs().max()) > 0.15:
+    share = 1 - ref.num_kept(N, ratio) / N                            # each row masks exactly this share
+    sigma = math.sqrt(share * (1 - share) / (len(masks) * B))         # of one position's rate over 512 samples
+    if not all(within_sigmas(float(r) - share, sigma) for r in rate):
         return "some positions are masked far more often than others: every patch should be equally likely to be masked"
     return None
 
@@ -505,7 +507,9 @@ def _pairs_distribution(fn) -> str | None:
     off = counts[~torch.eye(batch_size, dtype=torch.bool)] / 300
     if float(counts.diagonal().sum()) > 0:
         return "a negative pairs a video with its own audio: draw j among the *other* clips (j ≠ i)"
-    if float(off.min()) < 0.2 or float(off.max()) > 0.47:  # each of the 3 others should come up 1/3 of the time
+    # each of the batch_size − 1 others should come up 1/3 of the time, over 300 draws
+    share, sigma = 1 / (batch_size - 1), math.sqrt((1 / (batch_size - 1)) * (1 - 1 / (batch_size - 1)) / 300)
+    if not all(within_sigmas(float(o) - share, sigma) for o in off):
         return "the other clips are not equally likely as negatives: draw j uniformly among the batch_size − 1 others"
     return None
 
