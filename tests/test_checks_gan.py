@@ -135,11 +135,47 @@ def too_few_steps(discriminator, sample_data, sample_g, steps=400, batch_size=25
     return [0.0] * steps
 
 
+def trainer(make_optimizer=None, *, ascend=False, zero_grad=True, copy=False, inplace=False, report="loss"):
+    """A training loop written as a student would, with one knob per plausible mistake."""
+    def fit(discriminator, sample_data, sample_g, steps=400, batch_size=256, lr=1e-2):
+        model = __import__("copy").deepcopy(discriminator) if copy else discriminator
+        optimizer = (make_optimizer or (lambda params, lr: torch.optim.SGD(params, lr=lr)))(model.parameters(), lr)
+        losses = []
+        for _ in range(steps):
+            real, fake = sample_data(batch_size), sample_g(batch_size)
+            if inplace:
+                real.sub_(real.mean())                      # "centring" the batch in place
+            loss = (F.binary_cross_entropy_with_logits(model(real).reshape(-1), torch.ones(batch_size))
+                    + F.binary_cross_entropy_with_logits(model(fake).reshape(-1), torch.zeros(batch_size)))
+            if zero_grad:
+                optimizer.zero_grad()
+            (-loss if ascend else loss).backward()
+            optimizer.step()
+            losses.append(-loss.item() if report == "V" else loss.item())
+        return losses
+    return fit
+
+
+@pytest.mark.parametrize("fit", [
+    trainer(),                                                                     # plain SGD at the given lr
+    trainer(lambda params, lr: torch.optim.Adam(params, lr=1e-3)),                # Adam at its own lr
+    trainer(lambda params, lr: torch.optim.SGD(params, lr=3 * lr, momentum=0.5)),
+], ids=["sgd", "adam-1e-3", "sgd-momentum"])
+def test_fit_discriminator_accepts_any_optimiser_that_descends(fit, capsys):
+    assert_accepted(checks.check_fit_discriminator, fit, capsys, 2)
+    assert_accepted(checks.check_fit_discriminator, fit, capsys, 2, seed=31)
+
+
 @pytest.mark.parametrize(("wrong", "diagnosis"), [
     (swapped_training, "real and fake labels are swapped"),
     (no_step, "parameters did not change"),
-    (too_few_steps, "is on average"),
-])
+    (too_few_steps, "drew 5 real and 5 fake batches for steps=400"),
+    (trainer(ascend=True), "went up"),
+    (trainer(zero_grad=False), "accumulate across steps"),
+    (trainer(copy=True), "was not trained (its parameters got no gradient)"),
+    (trainer(inplace=True), "a real batch was modified in place"),
+    (trainer(report="V"), "the returned loss is V, not −V"),
+], ids=["swapped", "no-step", "too-few-steps", "ascent", "no-zero-grad", "trains-a-copy", "in-place", "reports-V"])
 def test_fit_discriminator_rejects(wrong, diagnosis, capsys):
     assert_rejected(checks.check_fit_discriminator, wrong, capsys, diagnosis)
 
