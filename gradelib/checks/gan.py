@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
+from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, tensor_problem
 from gradelib.reference import gan as ref
 
 # Bound at import, before any student code runs.
@@ -72,10 +72,8 @@ def _discriminator_case(fn, real: torch.Tensor, fake: torch.Tensor) -> str | Non
     problem = _scalar_problem(loss, "the loss")
     if problem:
         return problem
-    if close(loss, want, 1e-6 * max(1.0, abs(float(want)))):
-        return None
-    diagnosis = first_match(loss, _discriminator_variants(real, fake), atol=1e-6)
-    return diagnosis or f"differs from −V(D, G) (off by {max_abs_diff(loss, want):.3g})"
+    return compare_case(loss, want, 1e-6 * max(1.0, abs(float(want))), lambda: _discriminator_variants(real, fake),
+                        "differs from −V(D, G)")
 
 
 @exercise("Discriminator loss", reference=(ref.discriminator_loss, ref.value_function))
@@ -115,23 +113,23 @@ def _generator_case(fn, fake: torch.Tensor, saturating: bool) -> str | None:
     problem = _scalar_problem(loss, "the loss")
     if problem:
         return problem
-    if close(loss, want, 1e-6 * max(1.0, abs(float(want)))):
-        return None
-    v = _generator_variants(fake)
-    if saturating:
-        known = [
-            ("with saturating=True you returned the non-saturating loss −log D(G(z)); the minimax loss is log(1 − D(G(z)))", v["non_saturating"]),
-            ("the sign is flipped: G minimises V, so the saturating loss is +E[log(1 − D(G(z)))]", v["saturating_sign"]),
-            ("this is +E[log D(G(z))]: the saturating loss is E[log(1 − D(G(z)))]", v["non_saturating_sign"]),
-        ]
-    else:
-        known = [
+
+    def known():
+        v = _generator_variants(fake)
+        if saturating:
+            return [
+                ("with saturating=True you returned the non-saturating loss −log D(G(z)); the minimax loss is log(1 − D(G(z)))", v["non_saturating"]),
+                ("the sign is flipped: G minimises V, so the saturating loss is +E[log(1 − D(G(z)))]", v["saturating_sign"]),
+                ("this is +E[log D(G(z))]: the saturating loss is E[log(1 − D(G(z)))]", v["non_saturating_sign"]),
+            ]
+        return [
             ("this is the saturating (minimax) loss log(1 − D(G(z))); the non-saturating loss asked for is −log D(G(z))", v["saturating"]),
             ("the sign is flipped: G wants D(G(z)) large, so it minimises −log D(G(z))", v["non_saturating_sign"]),
             ("this is −log(1 − D(G(z))), which G would minimise by making D(G(z)) small: use −log D(G(z))", v["saturating_sign"]),
         ]
-    diagnosis = first_match(loss, known, atol=1e-6)
-    return diagnosis or f"differs from the {'saturating' if saturating else 'non-saturating'} generator loss (off by {max_abs_diff(loss, want):.3g})"
+
+    return compare_case(loss, want, 1e-6 * max(1.0, abs(float(want))), known,
+                        f"differs from the {'saturating' if saturating else 'non-saturating'} generator loss")
 
 
 @exercise("Generator losses", reference=ref.generator_loss)
@@ -161,19 +159,16 @@ def _optimal_case(fn, p_data: torch.Tensor, p_g: torch.Tensor) -> str | None:
     problem = tensor_problem(d, "D*", want.shape)
     if problem:
         return problem
-    if close(d, want, 1e-6):
-        return None
     total = p_data + p_g
     safe = torch.where(total > 0, total, torch.ones_like(total))
-    known = [
+    return compare_case(d, want, 1e-6, [
         ("the terms are swapped: this is p_g/(p_data + p_g), the probability of *fake*; D*(x) is the probability that x is real",
          torch.where(total > 0, p_g / safe, torch.full_like(total, 0.5))),
         ("this is the density ratio p_data/p_g; normalise by the sum p_data + p_g so that D* is a probability",
          p_data / torch.where(p_g > 0, p_g, torch.ones_like(p_g))),
         ("this is p_data/(p_data − p_g); the denominator is the sum p_data + p_g",
          p_data / torch.where(p_data != p_g, p_data - p_g, torch.ones_like(p_g))),
-    ]
-    return first_match(d, known, atol=1e-6) or f"differs from D* (max error {max_abs_diff(d, want):.3g})"
+    ], "differs from D*")
 
 
 @exercise("Optimal discriminator D*", reference=ref.optimal_discriminator)
@@ -430,16 +425,17 @@ def _js_variants(p: torch.Tensor, q: torch.Tensor):
 def _js_case(fn, p: torch.Tensor, q: torch.Tensor) -> str | None:
     value = fn(p, q)
     want = ref.jensen_shannon_divergence(p, q)
-    if type(value) is torch.Tensor and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+    if type(value) is torch.Tensor and value.is_floating_point() and not bool(_core._isfinite(value).all()):
         return "NaN or inf where a probability is 0: 0·log 0 counts as 0 (torch.xlogy does this)"
     problem = tensor_problem(value, "the JSD", want.shape)
     if problem:
         return problem
-    if close(value, want, 1e-6):
-        return None
-    with torch.no_grad():
-        variants = [(d, torch.nan_to_num(v, nan=-1.0, posinf=-1.0)) for d, v in _js_variants(p, q)]
-    return first_match(value, variants, atol=1e-6) or f"differs from the JSD (max error {max_abs_diff(value, want):.3g})"
+
+    def variants():
+        with torch.no_grad():
+            return [(d, _core.nan_to_num(v, nan=-1.0, posinf=-1.0)) for d, v in _js_variants(p, q)]
+
+    return compare_case(value, want, 1e-6, variants, "differs from the JSD")
 
 
 @exercise("Jensen–Shannon divergence", reference=(ref.jensen_shannon_divergence, ref.virtual_training_criterion))
@@ -554,10 +550,8 @@ def _minibatch_case(fn, m: torch.Tensor) -> str | None:
         if type(out) is torch.Tensor and tuple(out.shape) == (m.shape[0], m.shape[0]):
             return f"{problem}: sum over the other examples j, keeping one value per kernel b"
         return problem
-    if close(out, want, 1e-5):
-        return None
     diff = m.unsqueeze(0) - m.unsqueeze(1)                            # (N, N, B, C)
-    known = [
+    return compare_case(out, want, 1e-5, [
         ("the j = i term (exp(0) = 1) is included: sum over the *other* examples only", want + 1),
         ("use the L1 norm ‖M_i,b − M_j,b‖₁ (sum of absolute differences), not the Euclidean norm",
          torch.exp(-diff.pow(2).sum(-1).sqrt()).sum(1) - 1),
@@ -565,8 +559,7 @@ def _minibatch_case(fn, m: torch.Tensor) -> str | None:
          diff.abs().sum(-1).sum(1)),
         ("the distance is summed over the kernels b as well; compare M_i,b with M_j,b kernel by kernel (sum over C only)",
          torch.exp(-diff.abs().sum((-1, -2))).sum(1, keepdim=True).expand_as(want) - 1),
-    ]
-    return first_match(out, known, atol=1e-5) or f"differs from o(x_i)_b = Σ_(j≠i) exp(−‖M_i,b − M_j,b‖₁) (max error {max_abs_diff(out, want):.3g})"
+    ], "differs from o(x_i)_b = Σ_(j≠i) exp(−‖M_i,b − M_j,b‖₁)")
 
 
 @exercise("Minibatch discrimination features", reference=ref.minibatch_similarity)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
+from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
 from gradelib.reference import vae as ref
 
 # Bound at import, before any student code runs: rebinding these later cannot fool a check.
@@ -93,9 +93,10 @@ def _kl_case(fn, mu, logvar, with_gradient: bool = False) -> str | None:
         return problem
     if got.dtype != mu.dtype:
         return f"KL has dtype {got.dtype}, expected the input's {mu.dtype}"
-    if not close(got, want, 1e-6):
-        return first_match(got, _kl_variants(mu, logvar), 1e-6) or (
-            f"differs from KL(N(μ, σ²) ‖ N(0, I)) computed by torch.distributions (max error {max_abs_diff(got, want):.3g})")
+    diagnosis = compare_case(got, want, 1e-6, lambda: _kl_variants(mu, logvar),
+                             "differs from KL(N(μ, σ²) ‖ N(0, I)) computed by torch.distributions")
+    if diagnosis:
+        return diagnosis
     if with_gradient:
         if not got.requires_grad:
             return "no gradient flows to mu and logvar: use differentiable torch operations (no .detach(), .item() or numpy)"
@@ -136,15 +137,15 @@ def _reparam_case(fn, mu, logvar, eps, with_gradient: bool = False) -> str | Non
     problem = tensor_problem(z, "z", want.shape)
     if problem:
         return problem
-    if not close(z, want, 1e-5):
-        variants = [
-            ("σ is missing: z = μ + σ·ε (the notes' practice answer 'z = μ + ε' drops it)", mu + eps),
-            ("exp(logvar) is the variance σ²; the standard deviation is σ = exp(logvar / 2)", mu + logvar.exp() * eps),
-            ("logvar is log σ², not σ: σ = exp(logvar / 2)", mu + logvar * eps),
-            ("σ = exp(logvar / 2), not exp(logvar) / 2", mu + 0.5 * logvar.exp() * eps),
-            ("ε must be scaled by σ and shifted by μ, not multiplied by μ", mu * eps + (0.5 * logvar).exp()),
-        ]
-        return first_match(z, variants, 1e-5) or f"z differs from μ + σ·ε (max error {max_abs_diff(z, want):.3g})"
+    diagnosis = compare_case(z, want, 1e-5, [
+        ("σ is missing: z = μ + σ·ε (the notes' practice answer 'z = μ + ε' drops it)", mu + eps),
+        ("exp(logvar) is the variance σ²; the standard deviation is σ = exp(logvar / 2)", mu + logvar.exp() * eps),
+        ("logvar is log σ², not σ: σ = exp(logvar / 2)", mu + logvar * eps),
+        ("σ = exp(logvar / 2), not exp(logvar) / 2", mu + 0.5 * logvar.exp() * eps),
+        ("ε must be scaled by σ and shifted by μ, not multiplied by μ", mu * eps + (0.5 * logvar).exp()),
+    ], "z differs from μ + σ·ε")
+    if diagnosis:
+        return diagnosis
     if with_gradient:
         if not z.requires_grad:
             return "no gradient flows to μ and log σ²: build z from them with torch operations (no torch.normal, no .detach())"
@@ -334,10 +335,8 @@ def _neg_elbo_case(fn, logits, x, mu, logvar) -> str | None:
             return ("−ELBO contains NaN or inf: compute log p(x|z) from the logits "
                     "(e.g. binary_cross_entropy_with_logits), not log(sigmoid(·)), which saturates")
         return problem
-    if close(got, want, 1e-4):
-        return None
-    return first_match(got, _neg_elbo_variants(logits, x, mu, logvar), 1e-4) or (
-        f"differs from −ELBO = Σ_pixels BCE(logits, x) + KL (max error {max_abs_diff(got, want):.3g})")
+    return compare_case(got, want, 1e-4, lambda: _neg_elbo_variants(logits, x, mu, logvar),
+                        "differs from −ELBO = Σ_pixels BCE(logits, x) + KL")
 
 
 @exercise("Negative ELBO, Bernoulli decoder", reference=ref.negative_elbo)
@@ -401,10 +400,8 @@ def _iwae_case(fn, log_px_given_z, z, mu, logvar) -> str | None:
         if "NaN" in problem:
             return "the estimate contains NaN or inf: exp of large negative log-weights underflows; use logsumexp (subtract the max)"
         return problem
-    if close(got, want, 1e-5):
-        return None
-    return first_match(got, _iwae_variants(log_px_given_z, z, mu, logvar), 1e-5) or (
-        f"differs from log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x) (max error {max_abs_diff(got, want):.3g})")
+    return compare_case(got, want, 1e-5, lambda: _iwae_variants(log_px_given_z, z, mu, logvar),
+                        "differs from log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x)")
 
 
 @exercise("IWAE estimate of log p(x)", reference=ref.iwae_bound)
@@ -443,17 +440,14 @@ def _score_case(fn, f_values, z, mu, logvar) -> str | None:
     problem = tensor_problem(got, "gradient estimates", want.shape)
     if problem:
         return problem
-    if close(got, want, 1e-6):
-        return None
-    variants = [
+    return compare_case(got, want, 1e-6, [
         ("divides by σ instead of σ²: d/dμ log N(z; μ, σ²) = (z − μ)/σ²", f_values.unsqueeze(-1) * (z - mu) / sigma2.sqrt()),
         ("the sign is flipped: d/dμ log q(z) = (z − μ)/σ², not (μ − z)/σ²", -want),
         ("missing f(z): the estimator is f(z) · ∇_μ log q(z)", (z - mu) / sigma2),
         ("σ² = exp(logvar), not exp(2·logvar)", f_values.unsqueeze(-1) * (z - mu) / (2 * logvar).exp()),
         ("σ² = exp(logvar), not logvar", f_values.unsqueeze(-1) * (z - mu) / logvar),
         ("that is ∇_μ log q(z) times z, not times f(z)", z * (z - mu) / sigma2),
-    ]
-    return first_match(got, variants, 1e-6) or f"differs from f(z) · (z − μ) / σ² (max error {max_abs_diff(got, want):.3g})"
+    ], "differs from f(z) · (z − μ) / σ²")
 
 
 @exercise("Score-function gradient estimator", reference=ref.score_function_gradient_samples)
