@@ -19,5 +19,26 @@ c.Execute.timeout = 300
 c.OverwriteCells.add_missing_cells = True
 c.Execute.kernel_manager_class = "gradelib.grading.GradingKernelManager"
 
+# Hidden tests stay hidden (gradelib/grading/hidden.py): concept answer keys never enter the kernel, and
+# feedback shows neither hidden source nor any output line that quotes it. nbgrader's defaults, plus two steps.
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "gradelib.grading.hidden.SealHiddenTests",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.Autograde.autograde_preprocessors = [
+    "nbgrader.preprocessors.Execute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "gradelib.grading.hidden.SealFeedback",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

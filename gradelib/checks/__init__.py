@@ -6,6 +6,6 @@ and returns the score in points (see ``gradelib.checks._core`` for how nbgrader 
 """
 
 from gradelib.checks._core import CheckFailed, run_check
-from gradelib.checks.answers import check_answer, check_answer_form
+from gradelib.checks.answers import check_answer, check_answer_form, record_answer
 
-__all__ = ["CheckFailed", "check_answer", "check_answer_form", "run_check"]
+__all__ = ["CheckFailed", "check_answer", "check_answer_form", "record_answer", "run_check"]
