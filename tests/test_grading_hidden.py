@@ -4,6 +4,7 @@ The end-to-end attacks (hooks that capture or forge, reading In) are graded for 
 tests/test_grading_adversarial.py; these tests pin down each step on its own, over all nine notebooks.
 """
 
+import ast
 import json
 import re
 
@@ -48,10 +49,10 @@ def test_every_concept_key_leaves_the_sealed_source(name):
         for part in hidden.hidden_parts(cell.source):
             sealed = hidden.seal(part)
             assert "expected=" not in sealed and "check_answer" not in sealed
-            for key in hidden.answer_keys(part):
-                assert f"record_answer({key.label!r}" in sealed
-                assert repr(key.expected) not in sealed.replace(f"{key.label!r}", "")
-            compile(sealed, "<sealed>", "exec")
+            calls = [node for node in ast.walk(ast.parse(sealed)) if isinstance(node, ast.Call)
+                     and getattr(node.func, "id", getattr(node.func, "attr", "")) == "record_answer"]
+            assert len(calls) == len(hidden.answer_keys(part))
+            assert not [k for call in calls for k in call.keywords if k.arg in ("expected", "rel_tol")]
 
 
 @pytest.mark.parametrize("name", assignment_names())
