@@ -59,7 +59,7 @@ def environment(**variables: str | None):
 
 
 def execute_notebook(path: Path, *, profile: str, timeout: int = 900, allow_errors: bool = False,
-                     extra_env: dict[str, str | None] | None = None):
+                     extra_env: dict[str, str | None] | None = None, kernel_manager_class=None):
     """Run a notebook top to bottom in a fresh kernel of this Python; return (notebook, seconds)."""
     from nbclient import NotebookClient
 
@@ -73,6 +73,7 @@ def execute_notebook(path: Path, *, profile: str, timeout: int = 900, allow_erro
         # receives output, and the course site reads the widget state to freeze explorers into pictures.
         store_widget_state=True,
         resources={"metadata": {"path": str(path.parent)}},
+        **({"kernel_manager_class": kernel_manager_class} if kernel_manager_class else {}),
     )
     with environment(GRADELIB_PROFILE=profile, MPLBACKEND=None, **(extra_env or {})):
         start = time.perf_counter()

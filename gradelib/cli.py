@@ -5,11 +5,13 @@
     gradelib release --all            every assignment
     gradelib store-outputs NOTEBOOK   run a solution notebook (quick profile) and keep only the outputs
                                       of cells marked "# NBVAL_CHECK_OUTPUT", which nbval compares
-    gradelib grade 01_attention --submissions DIR [--workers N] [--shard i/N]
-                                      autograde every student, each in its own process, under time and
-                                      memory limits; writes the gradebook, feedback and a CSV with a status
+    gradelib grade 01_attention --submissions DIR [--workers N] [--shard i/N] [--no-sandbox]
+                                      autograde every student, each in its own process and bubblewrap
+                                      sandbox, under time and memory limits; writes the gradebook, feedback,
+                                      a CSV with a status, and a similarity report (HTML) for a human to read
     gradelib check NOTEBOOK           a student's self-check: run the notebook (quick profile) and print the
-                                      score each exercise's visible tests give, and the total
+                                      score each exercise's visible tests give, and the total (in the
+                                      sandbox when bwrap is available: safe on a notebook someone sent you)
     gradelib bench [NOTEBOOK ...]     same as `python -m gradelib.bench`
 """
 
@@ -72,6 +74,11 @@ def _store_outputs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_unsandboxed(what: str) -> None:
+    print(f"WARNING: {what} without a sandbox: the notebook's code runs with your rights and can read and "
+          "change your files.", file=sys.stderr)
+
+
 def _grade(args: argparse.Namespace) -> int:
     from gradelib import grading
 
@@ -80,24 +87,40 @@ def _grade(args: argparse.Namespace) -> int:
     if not submissions:
         print(f"no submissions of {args.assignment} under {args.submissions}", file=sys.stderr)
         return 2
+    if args.no_sandbox:
+        _warn_unsandboxed("grading")
     chosen = grading.shard(sorted(submissions), args.shard)
     limits = grading.Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.timeout, memory_gb=args.memory_gb)
-    start = time.monotonic()
-    results = grading.grade_batch(root, args.assignment, {s: submissions[s] for s in chosen}, workers=args.workers, limits=limits)
     suffix = f"-shard-{args.shard.replace('/', '-of-')}" if args.shard else ""
     csv_path = args.csv or root / f"grades-{args.assignment}{suffix}.csv"
+    html_path = csv_path.with_name(f"similarity-{args.assignment}{suffix}.html")
+    start = time.monotonic()
+    try:
+        results = grading.grade_batch(root, args.assignment, {s: submissions[s] for s in chosen}, workers=args.workers,
+                                      limits=limits, sandboxed=not args.no_sandbox, similarity_html=html_path)
+    except grading.SandboxUnavailable as error:
+        print(error, file=sys.stderr)
+        return 2
     grading.write_csv(results, csv_path)
     print(grading.summary_table(results))
     print(f"\n{len(results)} submissions in {time.monotonic() - start:.0f} s with {args.workers} worker(s); "
-          f"scores in {csv_path}, feedback in feedback/<student>/{args.assignment}/")
+          f"scores in {csv_path}, feedback in feedback/<student>/{args.assignment}/, "
+          f"code similarity (flags for a human, not scores) in {html_path}")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     from nbgrader.utils import determine_grade, is_grade
 
+    from gradelib.grading import GradingKernelManager, sandbox
+
     path = args.notebook.resolve()
-    nb, seconds = _notebooks.execute_notebook(path, profile="quick", allow_errors=True, timeout=args.cell_timeout)
+    sandboxed = not args.no_sandbox and sandbox.find_bwrap() is not None
+    if not sandboxed:
+        _warn_unsandboxed("checking")
+    with _notebooks.environment(GRADELIB_SANDBOX="bwrap" if sandboxed else "off"):
+        nb, seconds = _notebooks.execute_notebook(path, profile="quick", allow_errors=True, timeout=args.cell_timeout,
+                                                  kernel_manager_class=GradingKernelManager)
     rows, total, maximum = [], 0.0, 0.0
     for cell in nb.cells:
         if cell.cell_type != "code" or not is_grade(cell):
@@ -110,7 +133,8 @@ def _check(args: argparse.Namespace) -> int:
     for grade_id, score, points in rows:
         mark = "✓" if score == points else "✗"
         print(f"{mark} {grade_id:<{width}}  {score:g} / {points:g}")
-    print(f"\ntotal from the visible tests: {total:g} / {maximum:g}   ({seconds:.0f} s, quick profile)")
+    print(f"\ntotal from the visible tests: {total:g} / {maximum:g}   ({seconds:.0f} s, quick profile"
+          f"{', sandboxed' if sandboxed else ''})")
     print("The autograder also runs hidden tests, and marks concept questions for correctness.")
     return 0
 
@@ -145,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--timeout", type=int, default=900, help="seconds per notebook before its processes are killed")
     grade.add_argument("--memory-gb", type=float, default=4.0, help="memory cap of one grading process tree")
     grade.add_argument("--csv", type=Path, default=None, help="where to write the scores (default grades-ASSIGNMENT.csv)")
+    grade.add_argument("--no-sandbox", action="store_true",
+                       help="grade without the bubblewrap sandbox (student code runs with your rights; the CSV says so)")
     grade.set_defaults(run=_grade)
 
     check = commands.add_parser("check", help="self-check a notebook: the score its visible tests give")
     check.add_argument("notebook", type=Path)
     check.add_argument("--cell-timeout", type=int, default=600)
+    check.add_argument("--no-sandbox", action="store_true", help="run the notebook without the bubblewrap sandbox")
     check.set_defaults(run=_check)
 
     bench = commands.add_parser("bench", help="time solution notebooks and collect their metrics", add_help=False)

@@ -11,8 +11,16 @@ This module adds what a large class needs around it:
   they had not been touched);
 * the kernel runs in the ``quick`` profile and cannot tell it is being graded: ``NBGRADER_EXECUTION``
   is removed from its environment, so code that checks for it behaves exactly as it did for the student;
+* the kernel runs in a bubblewrap sandbox (``gradelib.grading.sandbox``); without a working bwrap the
+  batch refuses to start unless the instructor passes ``sandbox=False`` (``--no-sandbox``);
+* what the hidden-test seal found (``gradelib.grading.hidden``: quoted hidden source, forged results)
+  becomes a note, and a note makes the status ``tampered``;
 * one status per student (``ok``, ``timeout``, ``kernel-died``, ``unreadable``, ``tampered``) goes
-  into a CSV next to the scores, and feedback HTML is generated for everyone who was graded.
+  into a CSV next to the scores, with the sandbox used and the highest code similarity, and feedback
+  HTML is generated for everyone who was graded.
+
+The batch runs in four stages: stage (inspect and copy the submissions), grade (one supervised nbgrader
+process each), feedback, collect (scores and findings from the gradebook and the autograded notebooks).
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ from pathlib import Path
 
 import nbformat
 import psutil
+
+from gradelib.grading import sandbox
+from gradelib.grading.kernel import SANDBOX_VARIABLE, SandboxUnavailable
 
 STATUSES = ("ok", "timeout", "kernel-died", "unreadable", "tampered")
 
@@ -48,6 +59,9 @@ class Result:
     seconds: float = 0.0
     cells: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sandbox: str = "bwrap"                 # "bwrap", or "none" when graded with --no-sandbox
+    similarity: float | None = None        # highest similarity of the student's own exercise code ...
+    similar_to: str = ""                   # ... and to what ("ex1_sdpa ~ gradelib.reference"): a flag, not a score
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,7 +148,7 @@ def supervise(command: list[str], cwd: Path, env: dict, log, limits: Limits) -> 
 
 
 def run_autograde(root: Path, assignment: str, student: str, limits: Limits, log_dir: Path,
-                  threads: int | None = None) -> tuple[str, str]:
+                  threads: int | None = None, sandboxed: bool = True) -> tuple[str, str]:
     """Autograde one student under the limits; returns (status, note).
 
     threads caps the math libraries' threads in the kernel: parallel workers that each use every core
@@ -142,6 +156,7 @@ def run_autograde(root: Path, assignment: str, student: str, limits: Limits, log
     """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env[SANDBOX_VARIABLE] = "bwrap" if sandboxed else "off"
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     log_path = log_dir / f"{student}.log"
@@ -210,33 +225,29 @@ def _clear_previous(root: Path, assignment: str, student: str) -> None:
         shutil.rmtree(root / step / student / assignment, ignore_errors=True)
 
 
-def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, workers: int = 1,
-                limits: Limits | None = None, progress: bool = True) -> list[Result]:
-    """Autograde ``submissions`` (student -> notebook) in the course at ``root``; one Result per student."""
-    from tqdm.auto import tqdm
+def _ensure_released(root: Path, assignment: str) -> Path:
+    """The released notebook, generating it (and the gradebook's record of its cells) when missing."""
+    from nbgrader.api import Gradebook, MissingEntry
 
     from gradelib import _notebooks
 
-    limits = limits or Limits()
     released_path = root / "course" / assignment / f"{assignment}.ipynb"
     if not released_path.exists() or not (root / "gradebook.db").exists():
         _notebooks.generate_assignment(root, assignment)
     else:  # make sure the gradebook knows this assignment's cells
-        from nbgrader.api import Gradebook, MissingEntry
-
         with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
             try:
                 gradebook.find_assignment(assignment)
             except MissingEntry:
                 _notebooks.generate_assignment(root, assignment)
-    released = nbformat.read(released_path, as_version=4)
-    log_dir = root / "grading-logs" / assignment
-    log_dir.mkdir(parents=True, exist_ok=True)
+    return released_path
 
-    results: dict[str, Result] = {}
-    to_grade: list[str] = []
+
+def _stage(root: Path, assignment: str, submissions: dict[str, Path], released, results: dict[str, Result]) -> dict:
+    """Inspect every submission and copy the readable ones into submitted/; returns student -> notebook."""
+    staged = {}
     for student, path in submissions.items():
-        result = results[student] = Result(student)
+        result = results[student]
         nb, findings = inspect_submission(path, released)
         _clear_previous(root, assignment, student)
         if nb is None:
@@ -246,33 +257,92 @@ def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, wo
         target.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, target / f"{assignment}.ipynb")
         result.notes = findings
-        to_grade.append(student)
+        staged[student] = nb
+    return staged
+
+
+def _grade_all(root: Path, assignment: str, students: list[str], results: dict[str, Result], *, workers: int,
+               limits: Limits, sandboxed: bool, progress: bool) -> None:
+    from tqdm.auto import tqdm
 
     threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if workers > 1 else None
+    log_dir = root / "grading-logs" / assignment
+    log_dir.mkdir(parents=True, exist_ok=True)
 
-    def grade_one(student: str) -> Result:
+    def grade_one(student: str) -> None:
         result = results[student]
         start = time.monotonic()
-        status, note = run_autograde(root, assignment, student, limits, log_dir, threads)
+        result.status, note = run_autograde(root, assignment, student, limits, log_dir, threads, sandboxed)
         result.seconds = round(time.monotonic() - start, 1)
         if note:
             result.notes.append(note)
-        if status == "ok" and result.notes:
-            status = "tampered"
-        result.status = status
-        return result
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(grade_one, student) for student in to_grade]
+        futures = [pool.submit(grade_one, student) for student in students]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}", disable=not progress):
             future.result()
 
-    graded = [s for s in to_grade if (root / "autograded" / s / assignment).exists()]
+
+def _feedback(root: Path, assignment: str, graded: list[str]) -> None:
+    from gradelib import _notebooks
+
     for student in graded:
         _notebooks.run_nbgrader(["generate_feedback", assignment, f"--student={student}", "--force"], cwd=root,
                                 capture_output=True)
+
+
+def _seal_findings(root: Path, assignment: str, student: str) -> list[str]:
+    """What the hidden-test seal found while grading (gradelib.grading.hidden.SealFeedback)."""
+    path = root / "autograded" / student / assignment / f"{assignment}.ipynb"
+    try:
+        return list(nbformat.read(path, as_version=4).metadata.get("gradelib", {}).get("findings", []))
+    except (OSError, ValueError):
+        return []
+
+
+def _collect(root: Path, assignment: str, results: dict[str, Result], graded: list[str]) -> None:
     for result in results.values():
         _read_scores(root, assignment, result)
         if result.status in ("unreadable", "timeout", "kernel-died") and result.student not in graded:
             result.score, result.cells = 0.0, {}
+        if result.student in graded:
+            result.notes += _seal_findings(root, assignment, result.student)
+        if result.status == "ok" and result.notes:
+            result.status = "tampered"
+
+
+def _similarity(staged: dict, released, results: dict[str, Result]):
+    from gradelib.grading import similarity
+
+    report = similarity.similarity_report(staged, released)
+    for student, (value, what) in similarity.max_similarity(report).items():
+        if student in results:
+            results[student].similarity, results[student].similar_to = value, what
+    return report
+
+
+def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, workers: int = 1,
+                limits: Limits | None = None, progress: bool = True, sandboxed: bool = True,
+                similarity_html: Path | None = None) -> list[Result]:
+    """Autograde ``submissions`` (student -> notebook) in the course at ``root``; one Result per student.
+
+    Refuses (SandboxUnavailable) when ``sandboxed`` and no working bwrap exists. ``similarity_html``:
+    where to write the page of flagged code similarities (to the reference and between students)."""
+    if sandboxed and sandbox.find_bwrap() is None:
+        raise SandboxUnavailable(sandbox.INSTALL_HINT)
+    limits = limits or Limits()
+    released = nbformat.read(_ensure_released(root, assignment), as_version=4)
+    results = {student: Result(student, sandbox="bwrap" if sandboxed else "none") for student in submissions}
+
+    staged = _stage(root, assignment, submissions, released, results)
+    _grade_all(root, assignment, sorted(staged), results, workers=workers, limits=limits, sandboxed=sandboxed,
+               progress=progress)
+    graded = [s for s in staged if (root / "autograded" / s / assignment).exists()]
+    _feedback(root, assignment, graded)
+    _collect(root, assignment, results, graded)
+    report = _similarity(staged, released, results)
+    if similarity_html is not None:
+        from gradelib.grading import similarity
+
+        similarity.write_html(report, similarity_html, title=f"Similarity report: {assignment}")
     return [results[s] for s in sorted(results)]

@@ -21,6 +21,7 @@ from gradelib.grading import sandbox
 GRADER_ENV_HIDDEN = ("NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
 SANDBOX_VARIABLE = "GRADELIB_SANDBOX"
 STAGE_LIMIT_BYTES = 200 * 2**20  # files next to the notebook copied into the sandbox, at most
+STAGE_LIMIT_FILES = 1000
 
 
 def sandbox_mode(environ: dict[str, str] | None = None) -> str:
@@ -77,8 +78,14 @@ class GradingKernelManager(AsyncKernelManager):
         """A copy of the files nbgrader put next to the notebook (the assignment's data), if any."""
         if not cwd or not Path(cwd).is_dir():
             return None
-        files = [p for p in Path(cwd).rglob("*") if p.is_file() and not p.is_symlink()]
-        if not files or sum(p.stat().st_size for p in files) > STAGE_LIMIT_BYTES:
+        files, total = [], 0
+        for path in Path(cwd).rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                files.append(path)
+                total += path.stat().st_size
+                if total > STAGE_LIMIT_BYTES or len(files) > STAGE_LIMIT_FILES:
+                    return None  # not an assignment folder (say, a home directory): stage nothing
+        if not files:
             return None
         for path in files:
             target = destination / path.relative_to(cwd)

@@ -12,10 +12,12 @@ def write_csv(results: list[Result], path: Path) -> None:
     cell_names = sorted({name for r in results for name in r.cells})
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "status", "score", "max_score", "seconds", *cell_names, "notes"])
+        writer.writerow(["student", "status", "score", "max_score", "seconds", *cell_names, "sandbox",
+                         "similarity", "similar_to", "notes"])
         for r in results:
             writer.writerow([r.student, r.status, f"{r.score:g}", f"{r.max_score:g}", f"{r.seconds:g}",
-                             *(f"{r.cells[c]:g}" if c in r.cells else "" for c in cell_names), "; ".join(r.notes)])
+                             *(f"{r.cells[c]:g}" if c in r.cells else "" for c in cell_names), r.sandbox,
+                             "" if r.similarity is None else f"{r.similarity:.2f}", r.similar_to, "; ".join(r.notes)])
 
 
 def summary_table(results: list[Result]) -> str:
