@@ -84,3 +84,17 @@ def test_the_reference_itself_scores_zero(check, capsys):
     failures = [line for line in out.splitlines() if "✗" in line]
     assert failures and (any("your answer calls gradelib.reference's" in line for line in failures)
                          or all("raised TypeError" in line and "argument" in line for line in failures)), out
+
+
+def test_compare_case_message_and_variant_tolerance():
+    """compare_case: the variants are matched with ``variant_atol`` where given, and ``otherwise`` may be a
+    function giving the whole message (called only when nothing matched)."""
+    from gradelib.checks._core import compare_case
+
+    want, wrong = torch.zeros(3), torch.ones(3)
+    near_wrong = wrong + 5e-5
+    assert compare_case(want + 1e-6, want, 1e-5, [("wrong", wrong)], "differs") is None
+    assert compare_case(near_wrong, want, 1e-5, [("wrong", wrong)], "differs") == "differs (max error 1)"
+    assert compare_case(near_wrong, want, 1e-5, [("wrong", wrong)], "differs", variant_atol=1e-4) == "wrong"
+    assert compare_case(near_wrong, want, 1e-5, [], lambda: "my own message") == "my own message"
+    assert compare_case(want, want, 1e-5, [], lambda: 1 / 0) is None

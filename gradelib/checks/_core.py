@@ -339,15 +339,22 @@ def first_match(candidate: torch.Tensor, variants: Iterable[tuple[str, torch.Ten
 
 def compare_case(got: torch.Tensor, want: torch.Tensor, atol: float,
                  variants: "Iterable[tuple[str, torch.Tensor]] | Callable[[], Iterable[tuple[str, torch.Tensor]]]",
-                 otherwise: str) -> str | None:
+                 otherwise: "str | Callable[[], str]", *, variant_atol: float | None = None) -> str | None:
     """None when ``got`` is within ``atol`` of ``want``; else the diagnosis of the first wrong variant it
     reproduces (``variants``: (diagnosis, value) pairs, or a function returning them, computed only when
-    needed), else ``otherwise`` with the largest error. Vet ``got`` with :func:`tensor_problem` first."""
+    needed), else ``otherwise`` with the largest error. Vet ``got`` with :func:`tensor_problem` first.
+
+    ``otherwise`` may instead be a function returning the whole message, called only when nothing matched
+    (for a message that reports something other than the largest error). ``variant_atol`` is the tolerance
+    for reproducing a variant, where a check uses another than ``atol``."""
     if close(got, want, atol):
         return None
     if callable(variants):
         variants = variants()
-    return first_match(got, variants, atol) or f"{otherwise} (max error {max_abs_diff(got, want):.3g})"
+    diagnosis = first_match(got, variants, atol if variant_atol is None else variant_atol)
+    if diagnosis:
+        return diagnosis
+    return otherwise() if callable(otherwise) else f"{otherwise} (max error {max_abs_diff(got, want):.3g})"
 
 
 def unpack_pair(result: object, what: str) -> tuple[object, object]:
