@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, ReferenceUsed, tensor_problem, unpack_pair
+from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, ReferenceUsed, tensor_problem, unpack_pair
 from gradelib.reference import attention as ref
 
 # Bound before student code runs (see gradelib.checks._core), wherever this module is first imported.
@@ -56,6 +56,11 @@ def _sdpa_variants(q, k, v, mask):
     return variants
 
 
+def _sdpa_weight_variants(q, k, v, mask):
+    """The weights of each known-wrong version of attention, with its diagnosis."""
+    return [(diagnosis, weights) for diagnosis, (_, weights) in _sdpa_variants(q, k, v, mask)]
+
+
 def _same_with_nans(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> bool:
     """Equal up to ``atol``, with NaN in exactly the same places (a fully masked row gives NaN)."""
     if type(a) is not torch.Tensor or tuple(a.shape) != tuple(b.shape):
@@ -87,18 +92,20 @@ def _sdpa_case(fn, q, k, v, mask=None) -> str | None:
             return f"a masked position receives weight (up to {leaked:.3f}): set masked scores to -inf before the softmax"
     row_sums = weights.detach().sum(dim=-1)
     if not close(row_sums, torch.ones_like(row_sums), 1e-4):
-        diagnosis = first_match(weights, [(d, w) for d, (_, w) in _sdpa_variants(q, k, v, mask)])
+        diagnosis = first_match(weights, _sdpa_weight_variants(q, k, v, mask))
         return diagnosis or "rows of the weights do not sum to 1: softmax over the keys (last axis)"
-    if close(weights, want_w, 1e-5):
-        if close(out, want_out, 1e-4):
-            return None
-        return "weights are right but the output is not weights @ v"
-    diagnosis = first_match(weights, [(d, w) for d, (_, w) in _sdpa_variants(q, k, v, mask)])
+
+    def otherwise():
+        if close(weights, want_w.transpose(-2, -1), 1e-5):
+            return "weights are transposed: scores are q @ kᵀ, with one row per query"
+        return f"weights differ from scaled dot-product attention (max error {max_abs_diff(weights, want_w):.3g})"
+
+    diagnosis = compare_case(weights, want_w, 1e-5, lambda: _sdpa_weight_variants(q, k, v, mask), otherwise, variant_atol=1e-4)
     if diagnosis:
         return diagnosis
-    if close(weights, want_w.transpose(-2, -1), 1e-5):
-        return "weights are transposed: scores are q @ kᵀ, with one row per query"
-    return f"weights differ from scaled dot-product attention (max error {max_abs_diff(weights, want_w):.3g})"
+    if close(out, want_out, 1e-4):
+        return None
+    return "weights are right but the output is not weights @ v"
 
 
 @exercise("Scaled dot-product attention", reference=ref.scaled_dot_product_attention)
@@ -191,14 +198,13 @@ def _pe_case(fn, P: int, d: int) -> str | None:
     if not pe.is_floating_point():
         return f"the encoding should be floating point, got {pe.dtype}"
     want = ref.sinusoidal_positional_encoding(P, d)
-    if close(pe, want, 1e-4):
-        return None
-    diagnosis = first_match(pe, _pe_variants(P, d))
-    if diagnosis:
-        return diagnosis
-    if close(pe[0], want[0], 1e-4):
-        return "position 0 is right but later positions are not: angle = pos / 10000^(2i/d_model)"
-    return f"differs from the formula (max error {max_abs_diff(pe, want):.3g})"
+
+    def otherwise():
+        if close(pe[0], want[0], 1e-4):
+            return "position 0 is right but later positions are not: angle = pos / 10000^(2i/d_model)"
+        return f"differs from the formula (max error {max_abs_diff(pe, want):.3g})"
+
+    return compare_case(pe, want, 1e-4, lambda: _pe_variants(P, d), otherwise)
 
 
 @exercise("Sinusoidal positional encoding", reference=ref.sinusoidal_positional_encoding)
@@ -277,11 +283,15 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
     problem = tensor_problem(out, "output", want_out.shape) or tensor_problem(weights, "weights", want_w.shape)
     if problem:
         return problem
-    if close(out, want_out, 1e-4):
-        return None if close(weights, want_w, 1e-4) else "output matches but the per-head weights (B, H, T_q, T_k) do not"
-    with torch.no_grad():
-        diagnosis = first_match(out, _mha_variants(reference, query, key, key, mask))
-    return diagnosis or f"output differs from nn.MultiheadAttention with the same weights (max error {max_abs_diff(out, want_out):.3g})"
+
+    def variants():
+        with torch.no_grad():
+            return _mha_variants(reference, query, key, key, mask)
+
+    diagnosis = compare_case(out, want_out, 1e-4, variants, "output differs from nn.MultiheadAttention with the same weights")
+    if diagnosis:
+        return diagnosis
+    return None if close(weights, want_w, 1e-4) else "output matches but the per-head weights (B, H, T_q, T_k) do not"
 
 
 @exercise("Multi-head attention", reference=ref.MultiHeadAttention)
@@ -395,14 +405,18 @@ def _kv_case(fn, chunk: int, gen: torch.Generator) -> str | None:
                 return f"after {seen} tokens the cache k/v should be {shape}, got {tuple(cache.k.shape)}"
             outputs.append(y)
     got = torch.cat(outputs, dim=1)
-    if close(got, full, 1e-5):
-        return None
-    if chunk > 1 and close(got, _kv_without_mask_in_chunks(mha, x, chunk), 1e-5):
-        return "within a chunk of several new tokens each may only see earlier ones: apply a causal mask inside the chunk"
-    first_wrong = next(t for t in range(T) if not close(got[:, t], full[:, t], 1e-5))
-    if first_wrong == 0 and chunk == 1:
-        return "the first token is already wrong: it must attend to itself (append its k, v before attending)"
-    return f"differs from full causal attention from token {first_wrong} on (max error {max_abs_diff(got, full):.3g})"
+
+    def variants():
+        return [("within a chunk of several new tokens each may only see earlier ones: apply a causal mask inside the chunk",
+                 _kv_without_mask_in_chunks(mha, x, chunk))] if chunk > 1 else []
+
+    def otherwise():
+        first_wrong = next(t for t in range(T) if not close(got[:, t], full[:, t], 1e-5))
+        if first_wrong == 0 and chunk == 1:
+            return "the first token is already wrong: it must attend to itself (append its k, v before attending)"
+        return f"differs from full causal attention from token {first_wrong} on (max error {max_abs_diff(got, full):.3g})"
+
+    return compare_case(got, full, 1e-5, variants, otherwise)
 
 
 def _kv_without_mask_in_chunks(mha, x: torch.Tensor, chunk: int) -> torch.Tensor:
