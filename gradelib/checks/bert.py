@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
+from gradelib.checks._core import Case, compare_case, exercise, generator, make_read_only, tensor_problem, within_sigmas
 from gradelib.reference import bert as ref
 from gradelib.reference import tokenization as tok
 
@@ -365,22 +365,25 @@ def _embed_case(fn, B: int, T: int, D: int, gen: torch.Generator) -> str | None:
     problem = tensor_problem(result, "embedding", want.shape)
     if problem:
         return problem
-    if close(result, want, 1e-5):
-        if not result.requires_grad:
-            return "the result is detached: gradients must flow to the three embedding tables"
-        return None
-    with torch.no_grad():
-        tok_e, seg_e = token(input_ids), segment(segment_ids)
-        pos_e = position(torch.arange(T))[None]
-        variants = [
-            ("the segment embedding is missing", tok_e + pos_e),
-            ("the position embedding is missing", tok_e + seg_e),
-            ("positions start at 0: look up position(0 .. T-1)", tok_e + seg_e + position(torch.arange(1, T + 1))[None]),
-            ("the position embedding is looked up with the token ids instead of the positions 0 .. T-1", tok_e + seg_e + position(input_ids)),
-            ("return the plain sum; LayerNorm and dropout come after, in BertEmbeddings", nn.functional.layer_norm(tok_e + seg_e + pos_e, (D,))),
-        ]
-        diagnosis = first_match(result, variants, 1e-5)
-    return diagnosis or f"differs from token + segment + position embeddings (max error {max_abs_diff(result, want):.3g})"
+
+    def variants():
+        with torch.no_grad():
+            tok_e, seg_e = token(input_ids), segment(segment_ids)
+            pos_e = position(torch.arange(T))[None]
+            return [
+                ("the segment embedding is missing", tok_e + pos_e),
+                ("the position embedding is missing", tok_e + seg_e),
+                ("positions start at 0: look up position(0 .. T-1)", tok_e + seg_e + position(torch.arange(1, T + 1))[None]),
+                ("the position embedding is looked up with the token ids instead of the positions 0 .. T-1", tok_e + seg_e + position(input_ids)),
+                ("return the plain sum; LayerNorm and dropout come after, in BertEmbeddings", nn.functional.layer_norm(tok_e + seg_e + pos_e, (D,))),
+            ]
+
+    diagnosis = compare_case(result, want, 1e-5, variants, "differs from token + segment + position embeddings")
+    if diagnosis:
+        return diagnosis
+    if not result.requires_grad:
+        return "the result is detached: gradients must flow to the three embedding tables"
+    return None
 
 
 @exercise("BERT input embedding", reference=ref.embed_input)
@@ -558,27 +561,30 @@ def _mlm_case(fn, B: int, T: int, V: int, gen: torch.Generator, counts: list[int
     problem = tensor_problem(loss, "loss", ())
     if problem:
         return problem + " (a scalar)" if "shape" in problem else problem
-    if close(loss, want, 1e-4):
-        if not loss.requires_grad:
-            return "the loss is detached from the logits: no gradient would flow"
-        return None
-    with torch.no_grad():
-        log_p = _log_softmax(logits, dim=-1)
-        masked = labels != ref.IGNORE_INDEX
-        nll = -log_p.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)  # -100 -> token 0 where unmasked
-        per_sequence = torch.stack([nll[b][masked[b]].mean() for b in range(B) if masked[b].any()])
-        all_positions_target = -log_p.gather(-1, targets[..., None]).squeeze(-1)
-        variants = [
-            ("averaged over every position: the mean must run over the masked positions only", (nll * masked).sum() / masked.numel()),
-            ("averaged over every position: the mean must run over the masked positions only", nll.mean()),
-            ("averaged over every position: the mean must run over the masked positions only", all_positions_target.mean()),
-            ("a sum, not a mean: divide by the number of masked positions", nll[masked].sum()),
-            ("averaged per sequence, then over the batch: average over all masked tokens of the batch at once", per_sequence.mean()),
-            ("the loss is the *negative* log-likelihood", -nll[masked].mean()),
-            ("use log-softmax of the logits, not the raw logits", -logits.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)[masked].mean()),
-        ]
-        diagnosis = first_match(loss, variants, 1e-4)
-    return diagnosis or f"differs from the mean NLL over masked positions (got {float(loss):.4f})"
+
+    def variants():
+        with torch.no_grad():
+            log_p = _log_softmax(logits, dim=-1)
+            masked = labels != ref.IGNORE_INDEX
+            nll = -log_p.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)  # -100 -> token 0 where unmasked
+            per_sequence = torch.stack([nll[b][masked[b]].mean() for b in range(B) if masked[b].any()])
+            all_positions_target = -log_p.gather(-1, targets[..., None]).squeeze(-1)
+            return [
+                ("averaged over every position: the mean must run over the masked positions only", (nll * masked).sum() / masked.numel()),
+                ("averaged over every position: the mean must run over the masked positions only", nll.mean()),
+                ("averaged over every position: the mean must run over the masked positions only", all_positions_target.mean()),
+                ("a sum, not a mean: divide by the number of masked positions", nll[masked].sum()),
+                ("averaged per sequence, then over the batch: average over all masked tokens of the batch at once", per_sequence.mean()),
+                ("the loss is the *negative* log-likelihood", -nll[masked].mean()),
+                ("use log-softmax of the logits, not the raw logits", -logits.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)[masked].mean()),
+            ]
+
+    diagnosis = compare_case(loss, want, 1e-4, variants, lambda: f"differs from the mean NLL over masked positions (got {float(loss):.4f})")
+    if diagnosis:
+        return diagnosis
+    if not loss.requires_grad:
+        return "the loss is detached from the logits: no gradient would flow"
+    return None
 
 
 @exercise("MLM loss", reference=ref.mlm_loss)
