@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
+from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.reference import gpt as ref
 from gradelib.reference.attention import causal_mask as _causal_mask
 
@@ -31,10 +31,6 @@ _equal = _core.equal
 
 def _scalar_problem(value: object, name: str = "the result") -> str | None:
     return tensor_problem(value, name, ())
-
-
-def _close_rel(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-    return max_abs_diff(a, b) <= atol + rtol * float(b.detach().abs().max())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,10 +159,10 @@ def _perplexity_case(fn, logits, targets, mask=None) -> str | None:
     if problem:
         return problem
     want = ref.perplexity(logits.double(), targets, mask)
-    if _close_rel(got, want, 1e-4):
-        return None
-    return first_match(got.double().reshape(()), [(d, v.reshape(()).double()) for d, v in _perplexity_variants(logits, targets, mask)],
-                       atol=1e-4 * max(1.0, float(want))) or f"differs from exp(mean NLL) (got {float(got):.4g}, expected about {float(want):.3g})"
+    return compare_case(got, want, 1e-6 + 1e-4 * float(want.abs().max()),
+                        lambda: [(d, v.reshape(()).double()) for d, v in _perplexity_variants(logits, targets, mask)],
+                        lambda: f"differs from exp(mean NLL) (got {float(got):.4g}, expected about {float(want):.3g})",
+                        variant_atol=1e-4 * max(1.0, float(want)))
 
 
 @exercise("Perplexity", reference=ref.perplexity)
@@ -326,14 +322,13 @@ def _top_p_case(fn, logits, p) -> str | None:
     if problem:
         return problem
     want = ref.top_p_probs(logits, p)
-    if close(got, want, 1e-5):
-        return None
-    diagnosis = first_match(got, _top_p_variants(logits, p), 1e-5)
-    if diagnosis:
-        return diagnosis
-    if not _sums_to_one(got):
-        return "rows do not sum to 1"
-    return f"differs from nucleus sampling (max error {max_abs_diff(got, want):.3g})"
+
+    def otherwise():
+        if not _sums_to_one(got):
+            return "rows do not sum to 1"
+        return f"differs from nucleus sampling (max error {max_abs_diff(got, want):.3g})"
+
+    return compare_case(got, want, 1e-5, lambda: _top_p_variants(logits, p), otherwise)
 
 
 def _top_p_logits(gen: torch.Generator, shape, p: float, scale: float = 2.0) -> torch.Tensor:
@@ -369,17 +364,14 @@ def _bt_case(fn, chosen, rejected) -> str | None:
     if problem:
         return problem + (": use F.logsigmoid, which stays finite for large margins" if "NaN or inf" in problem else "")
     want = ref.reward_model_loss(chosen, rejected)
-    if close(got, want, 1e-5):
-        return None
     margin = (chosen - rejected).double()
-    variants = [
+    return compare_case(got, want, 1e-5, [
         ("chosen and rejected are swapped: the loss must fall as r_chosen - r_rejected grows", -_logsigmoid(-margin).mean()),
         ("the sign is wrong: minimise the *negative* log-likelihood -log σ(r_chosen - r_rejected)", _logsigmoid(margin).mean()),
         ("summed over pairs: take the mean", -_logsigmoid(margin).sum()),
         ("σ of the margin is a probability, not a loss: take -log σ(r_chosen - r_rejected)", -_core.sigmoid(margin).mean()),
         ("σ of the margin is a probability, not a loss: take -log σ(r_chosen - r_rejected)", (1 - _core.sigmoid(margin)).mean()),
-    ]
-    return first_match(got, variants, 1e-5) or f"differs from -mean log σ(r_chosen - r_rejected) (got {float(got):.4g})"
+    ], lambda: f"differs from -mean log σ(r_chosen - r_rejected) (got {float(got):.4g})")
 
 
 @exercise("Bradley-Terry reward-model loss", reference=ref.reward_model_loss)
@@ -403,14 +395,12 @@ def _dpo_case(fn, pc, pr, rc, rr, beta) -> str | None:
     if problem:
         return problem
     want = ref.dpo_loss(pc, pr, rc, rr, beta)
-    if close(got, want, 1e-5):
-        return None
 
     def loss(margin):
         return -_logsigmoid(margin.double()).mean()
 
     logits = (pc - rc) - (pr - rr)
-    variants = [
+    return compare_case(got, want, 1e-5, [
         ("β is missing: the implicit reward is β·log(π/π_ref)", loss(logits)),
         ("chosen and rejected are swapped", loss(-beta * logits)),
         ("the reference model is ignored: use the log-ratios log π - log π_ref", loss(beta * (pc - pr))),
@@ -418,8 +408,7 @@ def _dpo_case(fn, pc, pr, rc, rr, beta) -> str | None:
         ("β multiplies the loss instead of the margin inside log σ", beta * loss(logits)),
         ("summed over pairs: take the mean", -_logsigmoid(beta * logits.double()).sum()),
         ("β divides the margin: multiply by β", loss(logits / beta)),
-    ]
-    return first_match(got, variants, 1e-5) or f"differs from the DPO loss (got {float(got):.4g})"
+    ], lambda: f"differs from the DPO loss (got {float(got):.4g})")
 
 
 @exercise("DPO loss", reference=ref.dpo_loss)
