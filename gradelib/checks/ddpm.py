@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair, within_sigmas
+from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair, within_sigmas
 from gradelib.reference import ddpm as ref
 
 # Bound at import, before any student code runs.
@@ -100,10 +100,9 @@ def _q_sample_case(fn, x0, t, noise, alpha_bars) -> str | None:
     if problem:
         return problem
     want = ref.q_sample(x0, t, noise, alpha_bars)
-    if close(out, want, 1e-5):
-        return None
-    diagnosis = first_match(out, _q_sample_variants(x0, t, noise, alpha_bars), atol=1e-5)
-    return diagnosis or f"differs from a sample of q(x_t | x_0) built from this noise (max error {max_abs_diff(out, want):.3g}); use the noise you are given"
+    return compare_case(out, want, 1e-5, lambda: _q_sample_variants(x0, t, noise, alpha_bars),
+                        lambda: f"differs from a sample of q(x_t | x_0) built from this noise (max error {max_abs_diff(out, want):.3g}); "
+                                "use the noise you are given")
 
 
 def _chain_case(fn, gen, alpha_bars, betas) -> str | None:
@@ -355,10 +354,8 @@ def _predict_x0_case(fn, x0, t, eps, alpha_bars, atol) -> str | None:
     if problem:
         return problem
     want = ref.predict_x0(x_t, t, eps, alpha_bars)
-    if close(out, want, atol):
-        return None
-    diagnosis = first_match(out, _predict_x0_variants(x_t, t, eps, alpha_bars), atol=atol)
-    return diagnosis or f"does not undo q_sample: x0_hat differs from the x_0 that made x_t by up to {max_abs_diff(out, x0):.3g}"
+    return compare_case(out, want, atol, lambda: _predict_x0_variants(x_t, t, eps, alpha_bars),
+                        lambda: f"does not undo q_sample: x0_hat differs from the x_0 that made x_t by up to {max_abs_diff(out, x0):.3g}")
 
 
 @exercise("predict_x0 (ε → x_0)", reference=_FORBID_X0)
@@ -417,10 +414,8 @@ def _ddim_case(fn, x_t, eps, t, t_prev, alpha_bars, atol) -> str | None:
     if problem:
         return problem
     want = ref.ddim_step(x_t, eps, t, t_prev, alpha_bars)
-    if close(out, want, atol):
-        return None
-    diagnosis = first_match(out, _ddim_variants(x_t, eps, t, t_prev, alpha_bars), atol=atol)
-    return diagnosis or f"differs from the DDIM step (eta = 0) from t = {t} to t_prev = {t_prev} (max error {max_abs_diff(out, want):.3g})"
+    return compare_case(out, want, atol, lambda: _ddim_variants(x_t, eps, t, t_prev, alpha_bars),
+                        f"differs from the DDIM step (eta = 0) from t = {t} to t_prev = {t_prev}")
 
 
 def _ddim_point_mass_case(fn, gen, alpha_bars) -> str | None:
