@@ -38,7 +38,7 @@ import nbformat
 import psutil
 
 from gradelib.grading import sandbox
-from gradelib.grading.kernel import SANDBOX_VARIABLE, SandboxUnavailable
+from gradelib.grading.kernel import MEMORY_VARIABLE, SANDBOX_VARIABLE, SandboxUnavailable
 
 STATUSES = ("ok", "timeout", "kernel-died", "unreadable", "tampered")
 
@@ -59,7 +59,7 @@ class Result:
     seconds: float = 0.0
     cells: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    sandbox: str = "bwrap"                 # "bwrap", or "none" when graded with --no-sandbox
+    sandbox: str = "bwrap"                 # "bwrap+cgroups", "bwrap" (rlimits only), or "none" (--no-sandbox)
     similarity: float | None = None        # highest similarity of the student's own exercise code ...
     similar_to: str = ""                   # ... and to what ("ex1_sdpa ~ gradelib.reference"): a flag, not a score
 
@@ -157,6 +157,7 @@ def run_autograde(root: Path, assignment: str, student: str, limits: Limits, log
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env[SANDBOX_VARIABLE] = "bwrap" if sandboxed else "off"
+    env[MEMORY_VARIABLE] = f"{limits.memory_gb:g}"
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     log_path = log_dir / f"{student}.log"
@@ -332,7 +333,8 @@ def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, wo
         raise SandboxUnavailable(sandbox.INSTALL_HINT)
     limits = limits or Limits()
     released = nbformat.read(_ensure_released(root, assignment), as_version=4)
-    results = {student: Result(student, sandbox="bwrap" if sandboxed else "none") for student in submissions}
+    jail = ("bwrap+cgroups" if sandbox.cgroups_available() else "bwrap") if sandboxed else "none"
+    results = {student: Result(student, sandbox=jail) for student in submissions}
 
     staged = _stage(root, assignment, submissions, released, results)
     _grade_all(root, assignment, sorted(staged), results, workers=workers, limits=limits, sandboxed=sandboxed,

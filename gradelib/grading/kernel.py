@@ -20,6 +20,7 @@ from gradelib.grading import sandbox
 
 GRADER_ENV_HIDDEN = ("NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
 SANDBOX_VARIABLE = "GRADELIB_SANDBOX"
+MEMORY_VARIABLE = "GRADELIB_SANDBOX_MEMORY_GB"  # the batch passes its memory cap to the kernel's cgroup
 STAGE_LIMIT_BYTES = 200 * 2**20  # files next to the notebook copied into the sandbox, at most
 STAGE_LIMIT_FILES = 1000
 
@@ -40,6 +41,7 @@ class GradingKernelManager(AsyncKernelManager):
     in a bubblewrap sandbox that talks to nbgrader over IPC sockets in a private directory."""
 
     _sandbox_root: Path | None = None
+    _cgroups: sandbox.ControlGroups | None = None
 
     async def _async_pre_start_kernel(self, **kw):
         sandboxed = sandbox_mode() == "bwrap"
@@ -64,14 +66,24 @@ class GradingKernelManager(AsyncKernelManager):
             root = self._sandbox_root
             gradelib_dir = sandbox.snapshot_gradelib(root / "lib")
             staged = self._stage(kw.get("cwd"), root / "stage")
-            kernel_cmd = sandbox.sandboxed_command(kernel_cmd, bwrap=bwrap, ipc_dir=root / "ipc",
-                                                   gradelib_dir=gradelib_dir, staged_dir=staged)
+            limits = self._limits(env)
+            self._cgroups = sandbox.control_groups(f"gradelib-{root.name}", limits)
+            kernel_cmd = sandbox.sandboxed_command(kernel_cmd, bwrap=bwrap, ipc_dir=root / "ipc", gradelib_dir=gradelib_dir,
+                                                   staged_dir=staged, limits=limits, cgroups=self._cgroups)
             env = sandbox.kernel_environment(env, gradelib_dir)
             # SIGINT to bwrap does not reach the kernel inside; an interrupt_request makes ipykernel signal itself.
             self.kernel_spec.interrupt_mode = "message"
             self.log.info("grading kernel sandboxed: %s", sandbox.describe(kernel_cmd))
         kw["env"] = env
         return kernel_cmd, kw
+
+    @staticmethod
+    def _limits(env: dict[str, str]) -> sandbox.SandboxLimits:
+        """The worker's share of the machine: its thread count as CPU quota, the batch's memory cap."""
+        threads = env.get("OMP_NUM_THREADS")
+        memory = env.get(MEMORY_VARIABLE)
+        return sandbox.SandboxLimits(cpus=float(threads) if threads else None,
+                                     **({"memory_gb": float(memory)} if memory else {}))
 
     @staticmethod
     def _stage(cwd: str | None, destination: Path) -> Path | None:
@@ -98,6 +110,9 @@ class GradingKernelManager(AsyncKernelManager):
         if not restart and self._sandbox_root is not None:
             shutil.rmtree(self._sandbox_root, ignore_errors=True)
             self._sandbox_root = None
+        if not restart and self._cgroups is not None:
+            self._cgroups.remove()
+            self._cgroups = None
 
     # AsyncKernelManager binds this name to the base class's function; nbclient calls it by this name.
     cleanup_resources = _async_cleanup_resources

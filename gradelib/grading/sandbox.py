@@ -6,14 +6,18 @@ A student's kernel executes arbitrary code with the rights of whoever grades. In
   and the virtual environment, **read-only**;
 * a read-only snapshot of the ``gradelib`` package (a copy of the installed package: the instructor's
   checkout, where an editable install points, is not mounted);
-* ``/home/student``, a size-capped tmpfs that is the only writable place (``/tmp`` is another, smaller
-  one); it starts with a copy of the files nbgrader put next to the notebook, and vanishes with the kernel;
+* ``/home/student``, a size-capped tmpfs that is the only writable place (``/tmp`` and ``/dev/shm`` are
+  two smaller ones); it starts with a copy of the files nbgrader put next to the notebook, and vanishes
+  with the kernel; everything else, the sandbox's own root included, is read-only;
 * the directory of the kernel's IPC sockets, through which nbgrader talks to it.
 
 It does not see the course repository, ``solutions/``, the gradebook, other students' submissions or
 feedback, the instructor's home directory, or any network (a network namespace of its own holds only a
-loopback interface). Processes, file size and CPU time are capped with rlimits; the grader's supervisor
-caps resident memory and wall-clock time from outside (``gradelib.grading.batch.supervise``).
+loopback interface). File size and CPU time are capped with rlimits. Where the grader may create
+control groups (as root, or in a delegated cgroup), each kernel gets its own: ``pids.max`` stops a fork
+bomb, a CPU quota keeps it to its worker's share of the cores, and a memory limit caps it. Without them,
+RLIMIT_NPROC caps processes for a grader that is not root (the kernel ignores it for root). The grader's
+supervisor also caps resident memory and wall-clock time from outside (``gradelib.grading.batch.supervise``).
 
 bubblewrap is the maintained tool for this (Flatpak's sandbox); we only assemble its command line.
 """
@@ -26,6 +30,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +57,95 @@ ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fon
 class SandboxLimits:
     home_mb: int = 1024       # the writable tmpfs at /home/student (memory-backed, so also a memory cap)
     tmp_mb: int = 256         # the tmpfs at /tmp
+    shm_mb: int = 64          # the tmpfs at /dev/shm (torch's shared-memory tensors)
     file_mb: int = 512        # largest file the kernel may write (RLIMIT_FSIZE)
-    processes: int = 1024     # tasks (threads count too) of the sandbox's user (RLIMIT_NPROC)
+    processes: int = 512      # tasks, threads included (pids.max of its cgroup; else RLIMIT_NPROC)
     cpu_seconds: int = 7200   # CPU time of one process, all its threads together (RLIMIT_CPU)
+    cpus: float | None = None  # CPU quota of its cgroup, in cores (None: no quota)
+    memory_gb: float = 6.0    # memory of its cgroup (tmpfs pages included)
+
+
+@dataclass
+class ControlGroups:
+    """The cgroups made for one sandbox (one directory per cgroup hierarchy); the sandbox joins them all."""
+    directories: list[Path]
+
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.directories]
+
+    def remove(self) -> None:
+        for directory in self.directories:
+            for _ in range(50):  # the last processes may still be exiting
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+@functools.lru_cache(maxsize=None)
+def cgroups_available() -> bool:
+    """Whether this process may give each sandbox control groups of its own."""
+    probe = control_groups(f"gradelib-probe-{os.getpid()}", SandboxLimits(cpus=1.0))
+    if probe is None:
+        return False
+    probe.remove()
+    return True
+
+
+def _own_cgroups() -> dict[str, Path]:
+    """controller -> the directory of this process's cgroup for it (cgroup v1 hierarchies, and v2 as "unified")."""
+    mounts = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, (fstype, _, options) = left.split(), right.split()[:3]
+        if fstype == "cgroup2":
+            mounts["unified"] = (fields[3], Path(fields[4]))
+        elif fstype == "cgroup":
+            for option in options.split(","):
+                if option in ("pids", "cpu", "memory"):
+                    mounts[option] = (fields[3], Path(fields[4]))
+    found = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in (controllers.split(",") if controllers else ["unified"]):
+            if controller in mounts:
+                root, mount_point = mounts[controller]
+                found[controller] = mount_point / os.path.relpath(path, root)
+    return found
+
+
+def control_groups(name: str, limits: SandboxLimits) -> ControlGroups | None:
+    """New cgroups for one sandbox with its limits written, or None where this process may not make them
+    (no write access, or cgroup v2 without the pids controller delegated)."""
+    settings = {"pids": {"pids.max": str(limits.processes)},
+                "memory": {"memory.limit_in_bytes": str(int(limits.memory_gb * 2**30))},
+                "cpu": {"cpu.cfs_quota_us": str(int(limits.cpus * 100_000)), "cpu.cfs_period_us": "100000"}
+                if limits.cpus else {}}
+    unified = {"pids.max": str(limits.processes), "memory.max": str(int(limits.memory_gb * 2**30))}
+    if limits.cpus:
+        unified["cpu.max"] = f"{int(limits.cpus * 100_000)} 100000"
+    made: list[Path] = []
+    try:
+        own = _own_cgroups()
+        if "pids" in own:  # cgroup v1: one hierarchy per controller
+            plan = [(own[c], settings[c]) for c in ("pids", "cpu", "memory") if c in own]
+        elif "unified" in own:
+            plan = [(own["unified"], unified)]
+        else:
+            return None
+        for parent, values in plan:
+            directory = parent / name
+            directory.mkdir()
+            made.append(directory)
+            for file, value in values.items():
+                (directory / file).write_text(value)
+        return ControlGroups(made)
+    except OSError:
+        ControlGroups(made).remove()
+        return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,20 +209,25 @@ def snapshot_gradelib(destination: Path) -> Path:
     return destination
 
 
-# Applied in the launching process just before bwrap replaces it, so they bind the whole sandbox.
-_RLIMIT_SHIM = (
+# Run in the launching process just before bwrap replaces it, so the cgroups and rlimits bind the whole
+# sandbox: it joins the cgroups (their cgroup.procs files, separated by ":"), sets the rlimits, then execs.
+_LIMITS_SHIM = (
     "import os, resource, sys\n"
-    "nproc, fsize, cpu = (int(v) for v in sys.argv[1:4])\n"
+    "procs_files, nproc, fsize, cpu = sys.argv[1], *(int(v) for v in sys.argv[2:5])\n"
+    "for path in filter(None, procs_files.split(':')):\n"
+    "    with open(path, 'w') as f:\n"
+    "        f.write(str(os.getpid()))\n"
     "resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))\n"
     "resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))\n"
     "resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))\n"
     "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
-    "os.execv(sys.argv[4], sys.argv[4:])\n"
+    "os.execv(sys.argv[5], sys.argv[5:])\n"
 )
 
 
 def sandboxed_command(command: list[str], *, bwrap: str, ipc_dir: Path, gradelib_dir: Path | None,
-                      staged_dir: Path | None, limits: SandboxLimits = SandboxLimits()) -> list[str]:
+                      staged_dir: Path | None, limits: SandboxLimits = SandboxLimits(),
+                      cgroups: ControlGroups | None = None) -> list[str]:
     """``command`` wrapped in rlimits and bubblewrap. The command must take its paths from inside the
     sandbox: the IPC directory appears at its own path, the staged files are copied into HOME first."""
     mb = 2**20
@@ -147,6 +243,10 @@ def sandboxed_command(command: list[str], *, bwrap: str, ipc_dir: Path, gradelib
     if staged_dir is not None:
         jail += ["--ro-bind", str(staged_dir), STAGED_MOUNT]
     jail += [
+        "--size", str(limits.shm_mb * mb), "--tmpfs", "/dev/shm",
+        # bwrap builds the new root on a tmpfs: once everything is mounted, make it read-only, so that
+        # only the capped tmpfs mounts (home, /tmp, /dev/shm) and the IPC directory stay writable.
+        "--remount-ro", "/",
         "--unshare-all",        # user, pid, net (loopback only), ipc, uts, cgroup namespaces
         "--uid", "1000", "--gid", "1000", "--hostname", "grading",
         "--die-with-parent",    # killing the launcher (nbgrader's kernel shutdown) ends everything inside
@@ -160,7 +260,8 @@ def sandboxed_command(command: list[str], *, bwrap: str, ipc_dir: Path, gradelib
     ]
     copy_in = f"cp -R {STAGED_MOUNT}/. {HOME}/ 2>/dev/null; " if staged_dir is not None else ""
     inner = ["/bin/sh", "-c", f'{copy_in}exec "$@"', "sh", *command]
-    shim = [sys.executable, "-I", "-S", "-c", _RLIMIT_SHIM,
+    procs_files = ":".join(cgroups.procs_files()) if cgroups else ""
+    shim = [sys.executable, "-I", "-S", "-c", _LIMITS_SHIM, procs_files,
             str(limits.processes), str(limits.file_mb * mb), str(limits.cpu_seconds)]
     return [*shim, *jail, *inner]
 

