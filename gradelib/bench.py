@@ -2,6 +2,9 @@
 
     python -m gradelib.bench                       every notebook, default profile
     python -m gradelib.bench 01_attention --out reports/bench-cpu.json
+    python -m gradelib.bench --grading             the grading sandbox's cost: `gradelib grade --workers 2` on
+                                                   20 copies of the 01 solution, with and without the sandbox,
+                                                   in alternating rounds -> reports/bench-grading.json
 
 Writes ``{"device", "profile", "notebooks": {name: {"seconds", "metrics": {...}}}}`` (plus the
 machine it ran on) and prints a table. Notebooks report figures with ``gradelib.report_metric``.
@@ -16,6 +19,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -61,6 +65,48 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_grading(assignment: str, count: int, workers: int, rounds: int) -> dict:
+    """Grade ``count`` copies of the solution with and without the sandbox, alternating ``rounds`` times
+    (so that a noisy machine hurts both alike); per-submission and whole-batch seconds, medians."""
+    import shutil
+    import statistics
+
+    from gradelib import grading
+
+    root = _notebooks.project_root()
+    timings: dict[str, dict[str, list[float]]] = {mode: {"batch": [], "submission": []} for mode in ("sandbox", "none")}
+    with tempfile.TemporaryDirectory() as tmp:
+        course, submitted = Path(tmp) / "course", Path(tmp) / "submitted"
+        (course / "solutions").mkdir(parents=True)
+        shutil.copy(root / "nbgrader_config.py", course)
+        shutil.copytree(root / "solutions" / assignment, course / "solutions" / assignment)
+        _notebooks.generate_assignment(course, assignment)
+        solution = course / "solutions" / assignment / f"{assignment}.ipynb"
+        for index in range(count):
+            (submitted / f"s{index:02d}" / assignment).mkdir(parents=True)
+            shutil.copy(solution, submitted / f"s{index:02d}" / assignment / f"{assignment}.ipynb")
+        submissions = grading.find_submissions(submitted, assignment)
+        for round_index in range(rounds):
+            for mode in (("sandbox", "none") if round_index % 2 == 0 else ("none", "sandbox")):
+                print(f"round {round_index + 1}/{rounds}: {count} submissions, {mode}", flush=True)
+                start = time.perf_counter()
+                results = grading.grade_batch(course, assignment, submissions, workers=workers,
+                                              sandboxed=mode == "sandbox", progress=False)
+                timings[mode]["batch"].append(time.perf_counter() - start)
+                timings[mode]["submission"] += [r.seconds for r in results]
+                if {r.score for r in results} != {results[0].max_score}:
+                    raise RuntimeError(f"the solution did not score full marks {mode}: {[r.score for r in results]}")
+    summary = {mode: {"batch_seconds_median": round(statistics.median(t["batch"]), 1),
+                      "submission_seconds_median": round(statistics.median(t["submission"]), 2),
+                      "batches": [round(x, 1) for x in t["batch"]]} for mode, t in timings.items()}
+    return {"assignment": assignment, "submissions": count, "workers": workers, "rounds": rounds,
+            "jail": "bwrap+cgroups" if grading.sandbox.cgroups_available() else "bwrap", **summary,
+            "sandbox_overhead": {
+                "batch": round(summary["sandbox"]["batch_seconds_median"] / summary["none"]["batch_seconds_median"] - 1, 3),
+                "submission": round(summary["sandbox"]["submission_seconds_median"]
+                                    / summary["none"]["submission_seconds_median"] - 1, 3)}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradelib.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,9 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=os.environ.get("GRADELIB_PROFILE") or "default", choices=PROFILES)
     parser.add_argument("--out", type=Path, default=None, help="report path (default: reports/bench-<device>.json)")
     parser.add_argument("--timeout", type=int, default=1200, help="per-cell timeout in seconds")
+    parser.add_argument("--grading", action="store_true", help="measure the grading sandbox's overhead instead")
+    parser.add_argument("--submissions", type=int, default=20, help="with --grading: copies graded per batch")
+    parser.add_argument("--rounds", type=int, default=2, help="with --grading: alternating rounds per mode")
     args = parser.parse_args(argv)
 
     root = _notebooks.project_root()
+    if args.grading:
+        report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": _machine(),
+                  **bench_grading("01_attention", args.submissions, workers=2, rounds=args.rounds)}
+        out = args.out or root / "reports" / "bench-grading.json"
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        return 0
     names = args.notebooks or _notebooks.assignments(root)
     dev = device().type
     out = args.out or root / "reports" / f"bench-{dev}.json"

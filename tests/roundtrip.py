@@ -7,6 +7,7 @@ and one with plausible bugs) and asserts on the scores and the feedback.
 from __future__ import annotations
 
 import csv
+import html
 import shutil
 import time
 from dataclasses import dataclass
@@ -68,9 +69,25 @@ def grade(course: Path, assignment: str, submissions: dict[str, nbformat.Noteboo
                  for s in submissions}
         cell_max = {c.name: c.max_score for c in gradebook.find_notebook(assignment, assignment).grade_cells}
     feedback = {s: (course / "feedback" / s / assignment / f"{assignment}.html").read_text() for s in submissions}
+    assert_feedback_hides_hidden_tests(assignment, feedback)
     return Graded(seconds=seconds, max_score=float(rows[0]["max_score"]),
                   totals={row["student_id"]: float(row["score"]) for row in rows},
                   cells=cells, cell_max=cell_max, feedback=feedback)
+
+
+def assert_feedback_hides_hidden_tests(assignment: str, feedback: dict[str, str]) -> None:
+    """No feedback page quotes a line of a hidden test (its seeds, its expected answers) or an answer key."""
+    from gradelib.grading import hidden
+
+    solution = nbformat.read(solution_path(assignment), as_version=4)
+    originals = {c.metadata.nbgrader.grade_id: c.source for c in solution.cells
+                 if c.metadata.get("nbgrader", {}).get("grade")}
+    secrets = hidden.quoted_lines(originals)
+    assert secrets, "the solution has hidden tests"
+    for student, page in feedback.items():
+        text = html.unescape(page)
+        assert not [line for line in secrets if line in text], f"{student}'s feedback quotes a hidden test"
+        assert "expected=" not in text and "BEGIN HIDDEN TESTS" not in text, student
 
 
 def released_notebook(course: Path, assignment: str):

@@ -21,9 +21,17 @@ PARTIAL_BUG = {
 }
 
 
+# And the shortcut of calling the reference for the exercise itself: it must earn nothing.
+CALLS_REFERENCE = {
+    "ex1_kl": ("return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(dim=-1)",
+               "return reference.gaussian_kl_standard_normal(mu, logvar)"),
+}
+
+
 @pytest.fixture(scope="module")
 def graded(released_course):
-    return grade_standard_submissions(released_course, ASSIGNMENT, BUGS, unstable=PARTIAL_BUG)
+    return grade_standard_submissions(released_course, ASSIGNMENT, BUGS, unstable=PARTIAL_BUG,
+                                      calls_reference=CALLS_REFERENCE)
 
 
 def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
@@ -45,3 +53,8 @@ def test_an_unstable_log_mean_exp_gets_partial_credit(graded):
     feedback = graded.feedback["unstable"]
     assert "IWAE estimate of log p(x): 2.25 / 3 points" in feedback
     assert "use logsumexp" in feedback
+
+
+def test_calling_the_reference_scores_zero_for_that_exercise_only(graded):
+    assert_only_these_cells_lost_points(graded, "calls_reference", {"test_ex1_kl": 0})
+    assert "calls gradelib.reference's gaussian_kl_standard_normal" in graded.feedback["calls_reference"]

@@ -15,9 +15,16 @@ BUGS = {
 }
 
 
+# And the shortcut of calling the reference for the exercise itself: it must earn nothing.
+CALLS_REFERENCE = {
+    "ex1_d_loss": ("return -F.logsigmoid(real_logits).mean() - F.logsigmoid(-fake_logits).mean()",
+                   "return reference.discriminator_loss(real_logits, fake_logits)"),
+}
+
+
 @pytest.fixture(scope="module")
 def graded(released_course):
-    return grade_standard_submissions(released_course, ASSIGNMENT, BUGS)
+    return grade_standard_submissions(released_course, ASSIGNMENT, BUGS, calls_reference=CALLS_REFERENCE)
 
 
 def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
@@ -30,3 +37,8 @@ def test_one_bug_gives_partial_credit_and_named_feedback(graded):
     feedback = graded.feedback["buggy"]
     assert "Discriminator loss: 1.5 / 2 points" in feedback
     assert "a confident, wrong D" in feedback and "NaN or inf" in feedback
+
+
+def test_calling_the_reference_scores_zero_for_that_exercise_only(graded):
+    assert_only_these_cells_lost_points(graded, "calls_reference", {"test_ex1_d_loss": 0})
+    assert "calls gradelib.reference's discriminator_loss" in graded.feedback["calls_reference"]
