@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
+from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.reference import clip as ref
 
 # Bound at import, before any student code runs.
@@ -60,9 +60,7 @@ def _patchify_case(fn, images: torch.Tensor, p: int) -> str | None:
     problem = tensor_problem(out, "the patches", (B, (H // p) * (W // p), C * p * p))
     if problem:
         return problem
-    if close(out, want, 0.0):
-        return None
-    return first_match(out, _patchify_variants(images, p), atol=0.0) or "the patches hold the right pixels in the wrong places"
+    return compare_case(out, want, 0.0, lambda: _patchify_variants(images, p), lambda: "the patches hold the right pixels in the wrong places")
 
 
 @exercise("Patchify", reference=ref.patchify)
@@ -225,9 +223,8 @@ def _zero_shot_case(fn, emb: torch.Tensor) -> str | None:
     if problem:
         return problem
     want = _normalize(_normalize(emb, dim=-1).mean(dim=1), dim=-1)
-    if close(out, want, 1e-6):
-        return None
-    return first_match(out, _zero_shot_variants(emb), atol=1e-6) or f"differs from the ensembled class vectors (off by {max_abs_diff(out, want):.3g})"
+    return compare_case(out, want, 1e-6, lambda: _zero_shot_variants(emb),
+                        lambda: f"differs from the ensembled class vectors (off by {max_abs_diff(out, want):.3g})")
 
 
 @exercise("Zero-shot weights (prompt ensembling)", reference=ref.zero_shot_weights)
