@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
+from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
 from gradelib.reference import tvlt as ref
 
 # Bound at import, before any student code runs.
@@ -193,9 +193,8 @@ def _log_mel_case(fn, wave: torch.Tensor, fb: torch.Tensor, n_fft: int, hop: int
     problem = tensor_problem(out, "the log-mel spectrogram", expected_shape)
     if problem:
         return problem
-    if close(out, want, 1e-4 * max(1.0, float(want.abs().max()))):
-        return None
-    return first_match(out, variants, atol=1e-3) or f"differs from log(mel power + eps) (max error {max_abs_diff(out, want):.3g})"
+    return compare_case(out, want, 1e-4 * max(1.0, float(want.abs().max())), variants, "differs from log(mel power + eps)",
+                        variant_atol=1e-3)
 
 
 @exercise("Log-mel spectrogram", reference=(ref.log_mel_spectrogram, ref.power_spectrogram))
@@ -231,11 +230,9 @@ def _patchify_case(fn, video: torch.Tensor, t: int, p: int) -> str | None:
         if type(out) is torch.Tensor and out.dim() == 3 and out.shape[1] == B * 0 + T * (H // p) * (W // p):
             return "every frame was cut separately (tubelets of one frame): a patch spans t consecutive frames"
         return problem
-    if _equal(out.detach(), want):
-        return None
     tp, hp, wp = T // t, H // p, W // p
     x = video.reshape(B, tp, t, hp, p, wp, p)
-    variants = [
+    return compare_case(out, want, 0.0, [
         ("cut with a bare reshape: move the patch-grid axes (time slot, row, column) before the within-patch axes (permute) and then reshape",
          video.reshape(B, tp * hp * wp, t * p * p)),
         ("patches are ordered row, column, then time slot: order them by time slot first, then row, then column",
@@ -246,8 +243,7 @@ def _patchify_case(fn, video: torch.Tensor, t: int, p: int) -> str | None:
          x.permute(0, 1, 3, 5, 4, 6, 2).reshape(B, -1, t * p * p)),
         ("inside a patch the pixel columns come before the pixel rows (transposed patch)",
          x.permute(0, 1, 3, 5, 2, 6, 4).reshape(B, -1, t * p * p)),
-    ]
-    return first_match(out.detach(), variants, atol=0.0) or "the patches differ from video[b, τt:(τ+1)t, rp:(r+1)p, cp:(c+1)p] flattened, in (τ, r, c) order"
+    ], lambda: "the patches differ from video[b, τt:(τ+1)t, rp:(r+1)p, cp:(c+1)p] flattened, in (τ, r, c) order")
 
 
 @exercise("Spatio-temporal patchify", reference=ref.patchify_video)
@@ -420,10 +416,8 @@ def _mse_case(fn, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
         return problem
     if loss.dim() != 0:
         return f"the loss should be a scalar (0-d tensor), got shape {tuple(loss.shape)}"
-    if close(loss, want, 1e-6 * max(1.0, abs(float(want)))):
-        return None
-    return first_match(loss, _mse_variants(pred, target, mask, normalize), atol=1e-6 * max(1.0, abs(float(want)))) \
-        or f"differs from the masked-patch MSE (off by {max_abs_diff(loss, want):.3g})"
+    return compare_case(loss, want, 1e-6 * max(1.0, abs(float(want))), lambda: _mse_variants(pred, target, mask, normalize),
+                        lambda: f"differs from the masked-patch MSE (off by {max_abs_diff(loss, want):.3g})")
 
 
 def _random_mask(gen: torch.Generator, B: int, N: int, masked_per_row) -> torch.Tensor:
