@@ -148,15 +148,11 @@ def _causal_case(fn, T: int) -> str | None:
         return f"shape {tuple(mask.shape)}, expected ({T}, {T})"
     if mask.dtype != torch.bool:
         return f"return a bool tensor (True = may attend), not {mask.dtype}"
-    if _equal(mask, want):
-        return None
-    if _equal(mask, ~want):
-        return "True must mean 'may attend': you marked the positions to hide"
-    if _equal(mask, want.T):
-        return "this lets each position see the future: position i may attend to j ≤ i (lower triangle)"
-    if _equal(mask, want & ~torch.eye(T, dtype=torch.bool)):
-        return "the diagonal must be True: a position may attend to itself"
-    return f"{int((mask != want).sum())} of {T * T} entries are wrong"
+    return compare_case(mask, want, 0.0, [
+        ("True must mean 'may attend': you marked the positions to hide", ~want),
+        ("this lets each position see the future: position i may attend to j ≤ i (lower triangle)", want.T),
+        ("the diagonal must be True: a position may attend to itself", want & ~torch.eye(T, dtype=torch.bool)),
+    ], lambda: f"{int((mask != want).sum())} of {T * T} entries are wrong")
 
 
 @exercise("Causal mask", reference=ref.causal_mask)
