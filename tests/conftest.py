@@ -1,4 +1,6 @@
 import shutil
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,31 @@ def released_course(tmp_path_factory) -> Path:
     for name in assignment_names():
         nbgrader("generate_assignment", name, "--create", "--force", cwd=root)
     return root
+
+
+@pytest.fixture(scope="module")
+def loopback_listener():
+    """(port, received): a TCP server on the host's loopback that records what each connection sends.
+    Sandboxed code must never reach it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.5)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            received.append(connection.recv(64))
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], received
+    stop.set()
+    thread.join()
+    server.close()

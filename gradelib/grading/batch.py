@@ -109,11 +109,22 @@ def _nbgrader_command(assignment: str, student: str, limits: Limits) -> list[str
     ]
 
 
-def _tree_rss(process: psutil.Process) -> int:
+def _tree_memory(process: psutil.Process) -> int:
+    """Memory of a process tree, each page counted once: the sum of proportional set sizes (PSS).
+
+    Summing resident sizes would count a forked child's copy-on-write pages again for every child, so a
+    kernel that forks (DataLoader workers, or a fork bomb already stopped by the sandbox) would look many
+    times its size. RSS where PSS cannot be read."""
     total = 0
     for proc in [process, *process.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
+            info = proc.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.AccessDenied:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
         except psutil.Error:
             pass
     return total
@@ -138,7 +149,7 @@ def supervise(command: list[str], cwd: Path, env: dict, log, limits: Limits) -> 
     while process.poll() is None:
         if time.monotonic() - start > limits.notebook_timeout:
             status, note = "timeout", f"killed after {limits.notebook_timeout} s"
-        elif _tree_rss(watched) > limits.memory_gb * 2**30:
+        elif _tree_memory(watched) > limits.memory_gb * 2**30:
             status, note = "kernel-died", f"killed: memory above {limits.memory_gb:g} GB"
         if status:
             _kill_tree(watched)
@@ -164,6 +175,9 @@ def run_autograde(root: Path, assignment: str, student: str, limits: Limits, log
     with open(log_path, "w") as log:
         status, note, returncode = supervise(_nbgrader_command(assignment, student, limits), root, env, log, limits)
     if status:
+        # Killed mid-way, nbgrader leaves the notebook as restored for execution, hidden tests and all:
+        # no feedback may be made from it (nbgrader removes such a folder itself when it fails on its own).
+        shutil.rmtree(root / "autograded" / student / assignment, ignore_errors=True)
         return status, note
     text = log_path.read_text(errors="replace")
     failed = returncode != 0 or "error processing assignment" in text.lower()
@@ -292,22 +306,23 @@ def _feedback(root: Path, assignment: str, graded: list[str]) -> None:
                                 capture_output=True)
 
 
-def _seal_findings(root: Path, assignment: str, student: str) -> list[str]:
-    """What the hidden-test seal found while grading (gradelib.grading.hidden.SealFeedback)."""
+def _seal_findings(root: Path, assignment: str, student: str) -> list[str] | None:
+    """What the hidden-test seal found while grading (gradelib.grading.hidden.SealFeedback), or None when
+    the autograded notebook was not sealed (nbgrader did not finish it): then no feedback is made from it."""
     path = root / "autograded" / student / assignment / f"{assignment}.ipynb"
     try:
-        return list(nbformat.read(path, as_version=4).metadata.get("gradelib", {}).get("findings", []))
+        seal = nbformat.read(path, as_version=4).metadata.get("gradelib", {})
     except (OSError, ValueError):
-        return []
+        return None
+    return list(seal.get("findings", [])) if seal.get("hidden_tests_sealed") else None
 
 
-def _collect(root: Path, assignment: str, results: dict[str, Result], graded: list[str]) -> None:
+def _collect(root: Path, assignment: str, results: dict[str, Result], graded: dict[str, list[str]]) -> None:
     for result in results.values():
         _read_scores(root, assignment, result)
         if result.status in ("unreadable", "timeout", "kernel-died") and result.student not in graded:
             result.score, result.cells = 0.0, {}
-        if result.student in graded:
-            result.notes += _seal_findings(root, assignment, result.student)
+        result.notes += graded.get(result.student, [])
         if result.status == "ok" and result.notes:
             result.status = "tampered"
 
@@ -339,8 +354,9 @@ def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, wo
     staged = _stage(root, assignment, submissions, released, results)
     _grade_all(root, assignment, sorted(staged), results, workers=workers, limits=limits, sandboxed=sandboxed,
                progress=progress)
-    graded = [s for s in staged if (root / "autograded" / s / assignment).exists()]
-    _feedback(root, assignment, graded)
+    sealed = {student: _seal_findings(root, assignment, student) for student in staged}
+    graded = {student: findings for student, findings in sealed.items() if findings is not None}
+    _feedback(root, assignment, list(graded))
     _collect(root, assignment, results, graded)
     report = _similarity(staged, released, results)
     if similarity_html is not None:
