@@ -87,7 +87,7 @@ def assert_feedback_hides_hidden_tests(assignment: str, feedback: dict[str, str]
     assert secrets, "the solution has hidden tests"
     for student, page in feedback.items():
         text = html.unescape(re.sub(r"<[^>]+>", "", page))  # highlighted source splits lines into spans
-        assert not [line for line in secrets if line in text], f"{student}'s feedback quotes a hidden test"
+        assert not hidden.quotes_hidden(text, secrets), f"{student}'s feedback quotes a hidden test"
         assert "expected=" not in text and "BEGIN HIDDEN TESTS" not in text, student
 
 

@@ -156,3 +156,9 @@ def test_table_header_pattern_matches_what_checks_print(capsys):
 
     text = format_table("Scaled dot-product attention", [CaseResult("a", True), CaseResult("b", False, "x")], 2.4, 3)
     assert re.findall(hidden.TABLE_HEADER, text) == [("2.4", "3")]
+
+
+def test_a_visible_line_that_begins_like_a_hidden_one_is_not_a_quote():
+    secrets = {"from gradelib.checks import check_answer"}
+    assert hidden.quotes_hidden("from gradelib.checks import check_answer_form", secrets) == []
+    assert hidden.quotes_hidden("x = 1; from gradelib.checks import check_answer\n", secrets) == list(secrets)

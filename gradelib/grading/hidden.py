@@ -136,11 +136,18 @@ def quoted_lines(originals: dict[str, str]) -> set[str]:
     return quoted | {"### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"} if quoted else quoted
 
 
+def quotes_hidden(text: str, secrets: set[str]) -> list[str]:
+    """The hidden lines that ``text`` quotes. A quote ends where the line does, so a visible line that
+    merely begins like a hidden one (``...import check_answer_form`` vs ``...import check_answer``) is not one."""
+    return [secret for secret in secrets if secret in text
+            and re.search(re.escape(secret) + r"(?!\w)", text)]
+
+
 def _scrub_text(text: str, secrets: set[str]) -> tuple[str, int]:
     lines, removed = [], 0
     for line in text.splitlines(keepends=True):
         plain = ANSI.sub("", line)
-        if any(secret in plain for secret in secrets):
+        if quotes_hidden(plain, secrets):
             lines.append(REMOVED_LINE + ("\n" if line.endswith("\n") else ""))
             removed += 1
         else:
