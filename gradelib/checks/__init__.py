@@ -7,5 +7,8 @@ and returns the score in points (see ``gradelib.checks._core`` for how nbgrader 
 
 from gradelib.checks._core import CheckFailed, run_check
 from gradelib.checks.answers import check_answer, check_answer_form, record_answer
+# Imported here, with gradelib, so that derive binds SymPy's functions before any student code runs.
+from gradelib.checks.derive import check_derivation, check_derivation_form
 
-__all__ = ["CheckFailed", "check_answer", "check_answer_form", "record_answer", "run_check"]
+__all__ = ["CheckFailed", "check_answer", "check_answer_form", "check_derivation", "check_derivation_form",
+           "record_answer", "run_check"]
