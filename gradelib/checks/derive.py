@@ -403,7 +403,8 @@ def _layout(problem: _Problem, special: Mapping[str, Mapping[str, object]], rng:
                 symbol = problem.names.get(name)
                 if symbol not in domains:
                     raise ValueError(f"special point {label!r}: {name} is not a declared symbol with a domain")
-                fixed = problem.parse(value, f"special point {label!r}") if isinstance(value, str) else _sympify(value)
+                fixed = problem.in_free_symbols(problem.parse(value, f"special point {label!r}") if isinstance(value, str)
+                                                else _sympify(value))
                 row[symbol] = float(fixed.subs({s: _as_number(v, domains[s]) for s, v in draw.items()}))
             special_rows[label].append(len(rows))
             rows.append(row)
