@@ -26,8 +26,8 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
-    "gradelib.grading.hidden.SealHiddenTests",
     "nbgrader.preprocessors.CheckCellMetadata",
+    "gradelib.grading.hidden.SealHiddenTests",  # after the checksum check, which would warn about every sealed cell
 ]
 c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.Execute",
