@@ -15,7 +15,7 @@ from gradelib.checks import CheckFailed
 
 PATCHED_TORCH = ["equal", "allclose", "isclose", "randn", "rand", "randint", "softmax", "log_softmax", "logsumexp", "sigmoid", "xlogy"]
 PATCHED_NUMPY = ["allclose", "array_equal", "isclose", "array_equiv"]
-NOT_TOPICS = {"_core", "answers"}  # the machinery, and the concept questions (a value, no reference to forbid)
+NOT_TOPICS = {"_core", "answers", "derive"}  # the machinery; concept questions and derivations (values, no reference code to forbid)
 
 TOPICS = sorted(m.name for m in pkgutil.iter_modules(gradelib.checks.__path__) if m.name not in NOT_TOPICS)
 

@@ -20,7 +20,10 @@ def test_environment_lists_every_dependency_of_pyproject():
     pip_names = {requirement_name(s) for s in project["dependencies"] + extras["course"] + extras["dev"]} - {"gradelib"}
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda_specs = [d for d in environment["dependencies"] if isinstance(d, str)]
-    conda_names = {CONDA_NAMES.get(requirement_name(s), requirement_name(s)) for s in conda_specs} - {"python", "pip"}
+    pip_specs = [s for d in environment["dependencies"] if isinstance(d, dict) for s in d.get("pip", [])
+                 if not s.startswith("-")]  # what conda-forge lacks, installed by pip in the same environment
+    conda_names = {CONDA_NAMES.get(requirement_name(s), requirement_name(s)) for s in conda_specs + pip_specs}
+    conda_names -= {"python", "pip"}
     assert conda_names == pip_names
 
 

@@ -155,3 +155,12 @@ def test_kernel_manager_refuses_without_bwrap(monkeypatch):
     monkeypatch.setenv("GRADELIB_SANDBOX", "bwrap")
     with pytest.raises(grading.SandboxUnavailable):
         asyncio.run(GradingKernelManager(kernel_name="python3")._async_pre_start_kernel())
+
+
+def test_scratch_mounts_come_before_any_bind(tmp_path):
+    """A checkout (and its venv) under /tmp must stay visible: a tmpfs mounted after a bind would hide it."""
+    command = sandbox.sandboxed_command([sys.executable], bwrap="bwrap", ipc_dir=tmp_path, gradelib_dir=tmp_path,
+                                        staged_dir=tmp_path)
+    tmpfs = [i for i, arg in enumerate(command) if arg == "--tmpfs" and command[i + 1] in ("/tmp", sandbox.HOME)]
+    binds = [i for i, arg in enumerate(command) if arg in ("--bind", "--ro-bind")]
+    assert len(tmpfs) == 2 and max(tmpfs) < min(binds)

@@ -231,13 +231,16 @@ def sandboxed_command(command: list[str], *, bwrap: str, ipc_dir: Path, gradelib
     """``command`` wrapped in rlimits and bubblewrap. The command must take its paths from inside the
     sandbox: the IPC directory appears at its own path, the staged files are copied into HOME first."""
     mb = 2**20
-    jail = [bwrap, *_system_mounts(), *_python_mounts()]
+    # The scratch tmpfs mounts go first: a later bind may sit inside one (a checkout and its venv under
+    # /tmp, say), while a tmpfs mounted after a bind would hide it.
+    jail = [bwrap,
+            "--size", str(limits.tmp_mb * mb), "--tmpfs", "/tmp",
+            "--size", str(limits.home_mb * mb), "--tmpfs", HOME,
+            *_system_mounts(), *_python_mounts()]
     if gradelib_dir is not None:
         jail += ["--ro-bind", str(gradelib_dir), GRADELIB_MOUNT]
     jail += [
         "--proc", "/proc", "--dev", "/dev",
-        "--size", str(limits.tmp_mb * mb), "--tmpfs", "/tmp",
-        "--size", str(limits.home_mb * mb), "--tmpfs", HOME,
         "--bind", str(ipc_dir), str(ipc_dir),
     ]
     if staged_dir is not None:
