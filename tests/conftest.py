@@ -59,3 +59,27 @@ def loopback_listener():
     stop.set()
     thread.join()
     server.close()
+
+
+def fork_bomb(limit: int, linger: int) -> str:
+    """Python statements that fork sleeping children until a fork is refused (or ``limit`` is reached),
+    then kill and reap them all; they leave ``outcome``: "fork refused after N processes (Error)" or
+    "forked N processes"."""
+    return f"""
+import os, signal, time
+children = []
+try:
+    while len(children) < {limit}:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep({linger})
+            os._exit(0)
+        children.append(pid)
+    outcome = f"forked {{len(children)}} processes"
+except OSError as error:
+    outcome = f"fork refused after {{len(children)}} processes ({{type(error).__name__}})"
+finally:
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+"""

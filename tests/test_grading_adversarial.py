@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, fork_bomb
 
 import gradelib
 from gradelib import grading
@@ -128,24 +128,7 @@ import socket
 socket.create_connection(("127.0.0.1", {port}), timeout=3).sendall(b"leak")
 return "connected"
 """))),
-        "h06_fork_bomb": submission(released, appended(attack("fork-bomb", """
-import os, signal, time
-children = []
-try:
-    while len(children) < 5000:
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(600)
-            os._exit(0)
-        children.append(pid)
-except OSError as error:
-    return f"fork refused after {len(children)} processes ({type(error).__name__})"
-finally:
-    for pid in children:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-return f"forked {len(children)} processes"
-"""))),
+        "h06_fork_bomb": submission(released, appended(attack("fork-bomb", fork_bomb(5000, 600) + "return outcome"))),
         "h07_fills_disk": submission(released, appended(attack("disk", """
 import os
 chunk = b"x" * 2**24
