@@ -16,6 +16,9 @@ from conftest import ROOT, assignment_names
 
 
 WHOLE_SOLUTION = 200  # characters: longer than any line a reference may share with an exercise
+# Modules that must name nbgrader's region markers to do their job (cutting hidden parts out of feedback);
+# they are still checked for the content of every hidden test and solution below.
+MARKER_MACHINERY = {"gradelib/grading/hidden.py"}
 
 
 def regions(kind: str, min_length: int) -> list[str]:
@@ -57,7 +60,8 @@ def test_wheel_contains_no_solution_region_or_hidden_test(wheel_texts):
     assert forbidden
     for name, text in wheel_texts.items():
         normalised = " ".join(text.split())
-        assert "BEGIN HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text, name
+        if name not in MARKER_MACHINERY:
+            assert "BEGIN HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text, name
         for region in forbidden:
             assert region not in normalised, f"{name} contains a hidden test or a whole solution: {region[:80]}"
 
