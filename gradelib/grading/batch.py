@@ -327,14 +327,16 @@ def _collect(root: Path, assignment: str, results: dict[str, Result], graded: di
             result.status = "tampered"
 
 
-def _similarity(staged: dict, released, results: dict[str, Result]):
+def _similarity(assignment: str, staged: dict, released, results: dict[str, Result], html: Path | None) -> None:
+    """The highest code similarity of each student into their Result, and the page of flagged pairs to ``html``."""
     from gradelib.grading import similarity
 
     report = similarity.similarity_report(staged, released)
     for student, (value, what) in similarity.max_similarity(report).items():
         if student in results:
             results[student].similarity, results[student].similar_to = value, what
-    return report
+    if html is not None:
+        similarity.write_html(report, html, title=f"Similarity report: {assignment}")
 
 
 def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, workers: int = 1,
@@ -358,9 +360,5 @@ def grade_batch(root: Path, assignment: str, submissions: dict[str, Path], *, wo
     graded = {student: findings for student, findings in sealed.items() if findings is not None}
     _feedback(root, assignment, list(graded))
     _collect(root, assignment, results, graded)
-    report = _similarity(staged, released, results)
-    if similarity_html is not None:
-        from gradelib.grading import similarity
-
-        similarity.write_html(report, similarity_html, title=f"Similarity report: {assignment}")
+    _similarity(assignment, staged, released, results, similarity_html)
     return [results[s] for s in sorted(results)]
