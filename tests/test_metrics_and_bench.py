@@ -10,6 +10,7 @@ from gradelib.metrics import target_met
 def test_report_metric_prints_and_records(tmp_path, monkeypatch, capsys):
     path = tmp_path / "metrics.json"
     monkeypatch.setenv("GRADELIB_METRICS_FILE", str(path))
+    monkeypatch.setenv("GRADELIB_PROFILE", "default")
     gradelib.report_metric("accuracy", 0.995, target=0.99)
     gradelib.report_metric("error", 3e-4, target=1e-4, higher_is_better=False)
     printed = capsys.readouterr().out
@@ -17,6 +18,28 @@ def test_report_metric_prints_and_records(tmp_path, monkeypatch, capsys):
     recorded = json.loads(path.read_text())
     assert recorded["accuracy"] == {"value": 0.995, "target": 0.99, "higher_is_better": True}
     assert recorded["error"]["higher_is_better"] is False
+
+
+def test_a_target_belongs_to_the_profile_it_was_set_for(tmp_path, monkeypatch, capsys):
+    """Correct code in the quick profile (a short run) gets no "target NOT met" for a default-profile target:
+    the figure is shown with a note and recorded without a target; a per-profile dict gives quick its own."""
+    path = tmp_path / "metrics.json"
+    monkeypatch.setenv("GRADELIB_METRICS_FILE", str(path))
+    monkeypatch.setenv("GRADELIB_PROFILE", "quick")
+    gradelib.report_metric("sort_exact_match", 0.9, target=0.99)
+    gradelib.report_metric("zero_shot", 0.32, target={"quick": 0.3, "default": 0.6})
+    gradelib.report_metric("fid", 80.0, target={"full": 20.0}, higher_is_better=False)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "[metric] sort_exact_match = 0.9   (its target is set for the default and full profiles, not quick)"
+    assert printed[1] == "[metric] zero_shot = 0.32   (target >= 0.3: met)"
+    assert printed[2].endswith("(its target is set for the full profile, not quick)")
+    recorded = json.loads(path.read_text())
+    assert recorded["sort_exact_match"]["target"] is None and recorded["zero_shot"]["target"] == 0.3
+    monkeypatch.setenv("GRADELIB_PROFILE", "full")
+    gradelib.report_metric("sort_exact_match", 0.9, target=0.99)
+    assert "NOT met" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown profiles"):
+        gradelib.report_metric("x", 1.0, target={"fast": 1.0})
 
 
 @pytest.mark.parametrize(

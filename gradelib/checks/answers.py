@@ -12,6 +12,7 @@ answer (as an output of type ``ANSWER_MIME``); the grader marks it outside the k
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Integral, Real
 
 from IPython.display import display as _display
@@ -58,28 +59,41 @@ def check_answer_form(label: str, answer: object, *, kind: str, options: str = "
 
 
 def check_answer(label: str, answer: object, *, expected: object, kind: str, points: float,
-                 options: str = "ABCD", rel_tol: float = 1e-3) -> float:
-    """Hidden test: the answer equals ``expected`` (numbers to ``rel_tol``). All or nothing."""
+                 options: str = "ABCD", rel_tol: float = 1e-3, mistakes: Mapping | None = None) -> float:
+    """Hidden test: the answer equals ``expected`` (numbers to ``rel_tol``). All or nothing.
+
+    ``mistakes`` maps plausible wrong answers to their diagnosis (``{1.636: "that is the notes' value"}``):
+    an answer equal to one of them (numbers to ``rel_tol``) is told why, instead of "not the expected answer".
+    """
 
     def is_correct() -> str | None:
-        return answer_problem(answer, expected=expected, kind=kind, options=options, rel_tol=rel_tol)
+        return answer_problem(answer, expected=expected, kind=kind, options=options, rel_tol=rel_tol,
+                              mistakes=mistakes)
 
     return run_check(label, [("answer", is_correct)], points, reference=())  # a value, not code: nothing to forbid
 
 
 def answer_problem(answer: object, *, expected: object, kind: str, options: str = "ABCD",
-                   rel_tol: float = 1e-3) -> str | None:
-    """None when ``answer`` is well-formed and equals ``expected`` (numbers to ``rel_tol``), else the diagnosis.
-    It never names the expected answer."""
+                   rel_tol: float = 1e-3, mistakes: Mapping | None = None) -> str | None:
+    """None when ``answer`` is well-formed and equals ``expected`` (numbers to ``rel_tol``), else the diagnosis:
+    a known mistake's own message, or "not the expected answer". It never names the expected answer."""
     problem = _form_problem(answer, kind, options)
     if problem is not None:
         return problem
-    given, wanted = _canonical(answer, kind), _canonical(expected, kind)
-    if kind == "number":
-        ok = math.isclose(float(given), float(wanted), rel_tol=rel_tol)
-    else:
-        ok = given == wanted
-    return None if ok else "not the expected answer"
+    given = _canonical(answer, kind)
+
+    def equals(value: object) -> bool:
+        wanted = _canonical(value, kind)
+        if kind == "number":
+            return math.isclose(float(given), float(wanted), rel_tol=rel_tol)
+        return given == wanted
+
+    if equals(expected):
+        return None
+    for wrong, diagnosis in (mistakes or {}).items():
+        if _form_problem(wrong, kind, options) is None and equals(wrong):
+            return str(diagnosis)
+    return "not the expected answer"
 
 
 def recorded_form(answer: object, kind: str) -> object:

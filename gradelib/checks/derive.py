@@ -547,4 +547,37 @@ def check_derivation(title: str, answers: Mapping[str, object], *, expected: Map
     return run_check(title, [(name, case(name)) for name in wanted], points, reference=())  # a value: no code to forbid
 
 
+def derivation(title: str, *, symbols: Mapping[str, "Domain | str"], expected: Mapping[str, str],
+               special: Mapping[str, Mapping[str, object]] | None = None, rel_tol: float = 1e-8) -> Callable[..., float]:
+    """Declare one derivation exercise of a topic's checks module, whose key lives in the package (like the
+    reference code), so the notebook's visible call gives immediate, diagnostic feedback and the hidden call
+    checks again at other random points::
+
+        derive_posterior_variance = derivation("DDPM posterior variance", symbols=SYMBOLS,
+                                               expected={"beta_tilde": "(1 - abar_prev) / (1 - abar_t) * beta_t"},
+                                               special={"t = 1": {"abar_prev": 1}})
+        derive_posterior_variance({"beta_tilde": beta_tilde}, points=2)          # in the grade cell
+        derive_posterior_variance({"beta_tilde": beta_tilde}, points=2, seed=31)  # its hidden part
+
+    The declaration is checked now (symbols, and every expected expression parses in them), so a typo in a key
+    fails at import, not in a student's notebook. The check is ``check(answers, *, points, seed=0) -> float``;
+    ``check.title``, ``check.symbols`` and ``check.results`` (the names of the results, in order) record it.
+    """
+    problem = _problem(symbols)
+    for name, text in expected.items():
+        problem.parse(text, f"expected {name!r}")
+    symbols, expected = MappingProxyType(dict(symbols)), MappingProxyType(dict(expected))
+    special = MappingProxyType({label: MappingProxyType(dict(values)) for label, values in (special or {}).items()})
+
+    def check(answers: Mapping[str, object], *, points: float, seed: int = 0) -> float:
+        return check_derivation(title, answers, expected=expected, symbols=symbols, points=points,
+                                special=special, seed=seed, rel_tol=rel_tol)
+
+    check.__name__ = check.__qualname__ = "derivation_check"
+    check.__doc__ = f"{title}: grade the results {', '.join(expected)} (a dict of SymPy expressions)."
+    check.title, check.symbols, check.results = title, symbols, tuple(expected)
+    check.symbols_for_notebook = lambda: make_symbols(symbols)
+    return check
+
+
 make_read_only(__name__)

@@ -55,6 +55,7 @@ class AnswerKey:
     points: float
     options: str = "ABCD"
     rel_tol: float = 1e-3
+    mistakes: dict | None = None
 
 
 def hidden_parts(source: str) -> list[str]:
@@ -77,7 +78,7 @@ def answer_keys(hidden: str) -> list[AnswerKey]:
             arguments = {k.arg: k.value for k in node.keywords}
             try:
                 values = {name: ast.literal_eval(value) for name, value in arguments.items()
-                          if name in ("expected", "kind", "points", "options", "rel_tol")}
+                          if name in ("expected", "kind", "points", "options", "rel_tol", "mistakes")}
                 label = ast.literal_eval(node.args[0])
             except (ValueError, IndexError) as error:
                 raise ValueError(f"check_answer in a hidden test needs literal arguments: {ast.unparse(node)}") from error
@@ -93,7 +94,7 @@ class _RecordInsteadOfCheck(ast.NodeTransformer):
                 node.func = ast.Name("record_answer", ast.Load())
             else:
                 node.func.attr = "record_answer"
-            node.keywords = [k for k in node.keywords if k.arg not in ("expected", "rel_tol")]
+            node.keywords = [k for k in node.keywords if k.arg not in ("expected", "rel_tol", "mistakes")]
         return node
 
     def visit_ImportFrom(self, node: ast.ImportFrom):
@@ -217,7 +218,7 @@ def mark_answers(cell, keys: list[AnswerKey]) -> list[str]:
             if key.kind == "indices" and isinstance(answer, list):
                 answer = set(answer)
             problem = answer_problem(answer, expected=key.expected, kind=key.kind, options=key.options,
-                                     rel_tol=key.rel_tol)
+                                     rel_tol=key.rel_tol, mistakes=key.mistakes)
         # Named as check_answer names it, so the student sees the same table either way.
         results.append(CaseResult("answer" if len(keys) == 1 else key.label, problem is None, problem or ""))
     points = sum(key.points for key in keys)
