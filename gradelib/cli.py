@@ -12,6 +12,8 @@
     gradelib check NOTEBOOK           a student's self-check: run the notebook (quick profile) and print the
                                       score each exercise's visible tests give, and the total (in the
                                       sandbox when bwrap is available: safe on a notebook someone sent you)
+    gradelib info 06_ddpm             an assignment's graded items and points by kind (code, derive, predict,
+                                      concept), and which items exercise each learning objective
     gradelib bench [NOTEBOOK ...]     same as `python -m gradelib.bench`
 """
 
@@ -139,6 +141,20 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info(args: argparse.Namespace) -> int:
+    from gradelib import _items
+
+    root = _notebooks.project_root()
+    names = _notebooks.assignments(root) if args.all else args.assignments
+    if not names:
+        print("name an assignment (e.g. 06_ddpm) or pass --all", file=sys.stderr)
+        return 2
+    for index, name in enumerate(names):
+        path = _notebooks.solution_notebook(root, name)
+        print(("\n" if index else "") + _items.summary(path.stem, nbformat.read(path, as_version=4)))
+    return 0
+
+
 def _site(args: argparse.Namespace) -> int:
     from gradelib.site import build_site
 
@@ -178,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--cell-timeout", type=int, default=600)
     check.add_argument("--no-sandbox", action="store_true", help="run the notebook without the bubblewrap sandbox")
     check.set_defaults(run=_check)
+
+    info = commands.add_parser("info", help="an assignment's graded items and points by kind, and its objective map")
+    info.add_argument("assignments", nargs="*")
+    info.add_argument("--all", action="store_true")
+    info.set_defaults(run=_info)
 
     bench = commands.add_parser("bench", help="time solution notebooks and collect their metrics", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
