@@ -8,6 +8,9 @@ import torch.nn.functional as F
 
 from gradelib.checks import tvlt as checks
 from gradelib.reference import tvlt as ref
+import sympy as sp
+
+from gradelib.checks import CheckFailed
 from checking import assert_rejected, own_copy
 
 
@@ -261,3 +264,141 @@ def test_vam_pairs_accepts(capsys):
 ], ids=["self", "swapped", "neighbour", "narrow", "no-generator"])
 def test_vam_pairs_rejects(wrong, diagnosis, capsys):
     assert_rejected(checks.check_vam_pairs, wrong, capsys, diagnosis)
+
+
+# --- trivial cases earn little (issue #14 §6) ---------------------------------------------------
+
+
+def score_of(check, candidate, points, **kwargs):
+    try:
+        return check(candidate, points=points, **kwargs)
+    except CheckFailed as failure:
+        return failure.score
+
+
+@pytest.mark.parametrize(("check", "wrong", "points"), [
+    (checks.check_log_mel_spectrogram, make_log_mel(power=1), 2),     # passed the digital-silence case: 0.5 of 2
+    (checks.check_log_mel_spectrogram, make_log_mel(window=None), 2),
+    (checks.check_random_masking, make_masking(invert=True), 3),      # passed the reproducibility case: 0.6 of 3
+    (checks.check_vam_pairs, make_pairs(swap=True), 2),               # passed the reproducibility case: 0.5 of 2
+    (checks.check_vam_pairs, make_pairs(rule="randperm"), 2),
+], ids=["log-mel-magnitude", "log-mel-no-window", "masking-inverted", "pairs-swapped", "pairs-randperm"])
+def test_trivial_cases_earn_nothing_for_a_wrong_answer(check, wrong, points, capsys):
+    """A silent clip, a batch of 2 and reproducibility pass for almost any wrong answer: they are merged into
+    cases that also test the real thing, so such an answer earns nothing from them."""
+    assert score_of(check, wrong, points) == 0
+
+
+def test_partly_right_pairs_still_earn_partial_credit(capsys):
+    # Always the neighbour as negative: valid pairs, but not random. 2 of 3 cases.
+    assert score_of(checks.check_vam_pairs, make_pairs(rule="neighbour"), 2) == pytest.approx(1.33)
+
+
+# --- derivations ---------------------------------------------------------------------------------
+
+f, m, f_b = checks.derive_mel_scale.symbols_for_notebook()
+T, H, W, t, p, L, M, p_t, p_f, r = checks.derive_token_counts.symbols_for_notebook()
+MEL = 1000 * sp.log(1 + f / f_b, 10) / sp.log(1 + 1000 / f_b, 10)
+HZ = f_b * ((1 + 1000 / f_b) ** (m / 1000) - 1)
+A = 1000 / sp.log(1 + 1000 / f_b, 10)  # the constant a student solves for first
+N_VIDEO, N_AUDIO = T * H * W / (t * p**2), L * M / (p_t * p_f)
+COUNTS = {"n_video": N_VIDEO, "n_audio": N_AUDIO, "n_encoder": 1 + (1 - r) * (N_VIDEO + N_AUDIO)}
+
+
+def test_mel_scale_formulas_are_the_reference_scale():
+    """Solved independently: m = A log10(1 + f/f_b) with m(1000) = 1000 gives A; at f_b = 700 that is HTK's 2595
+    (rounded), the reference's hz_to_mel and mel_to_hz agree to its rounding, and the two results are inverses."""
+    a = sp.Symbol("a", positive=True)
+    (solved,) = sp.solve(sp.Eq(a * sp.log(1 + sp.Integer(1000) / f_b, 10), 1000), a)
+    assert sp.simplify(solved - A) == 0
+    assert float(A.subs(f_b, 700)) == pytest.approx(2595.0375, abs=1e-4) and round(float(A.subs(f_b, 700))) == 2595
+    assert sp.simplify(HZ.subs(m, MEL) - f) == 0
+    (inverse,) = sp.solve(sp.Eq(m, MEL), f)
+    assert sp.simplify(inverse - HZ) == 0
+    for hz in (50.0, 440.0, 1000.0, 7000.0):
+        assert float(MEL.subs({f: hz, f_b: 700})) == pytest.approx(float(ref.hz_to_mel(hz)), rel=2e-5)
+    for mel in (100.0, 999.0, 2800.0):
+        assert float(HZ.subs({m: mel, f_b: 700})) == pytest.approx(float(ref.mel_to_hz(mel)), rel=1e-4)
+    # The expected strings of the check are these expressions.
+    expected = {name: sp.sympify(text, locals={"f": f, "m": m, "f_b": f_b})
+                for name, text in (("mel", "1000 * log(1 + f / f_b) / log(1 + 1000 / f_b)"), ("hz", "f_b * ((1 + 1000 / f_b)**(m / 1000) - 1)"))}
+    assert sp.simplify(expected["mel"] - MEL) == 0 and sp.simplify(expected["hz"] - HZ) == 0
+
+
+def test_token_counts_against_patchify():
+    """The counts are the number of patches patchify_video and patchify_spectrogram make, and the encoder's
+    sequence is [CLS] + the visible tokens random_masking keeps."""
+    video, spec = torch.zeros(1, 8, 48, 32), torch.zeros(1, 24, 40)
+    point = {T: 8, H: 48, W: 32, t: 2, p: 8, L: 24, M: 40, p_t: 4, p_f: 5}
+    n_video, n_audio = ref.patchify_video(video, 2, 8).shape[1], ref.patchify_spectrogram(spec, 4, 5).shape[1]
+    assert (COUNTS["n_video"].subs(point), COUNTS["n_audio"].subs(point)) == (n_video, n_audio) == (96, 48)
+    kept = ref.num_kept(n_video, 0.75) + ref.num_kept(n_audio, 0.75)
+    assert COUNTS["n_encoder"].subs({**point, r: sp.Rational(3, 4)}) == 1 + kept == 37
+
+
+def run_derivation(check, answers, capsys, points=2, seed=0):
+    score = score_of(check, answers, points, seed=seed)
+    return score, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answers", [
+    {"mel": MEL, "hz": HZ},
+    {"mel": A * sp.log(1 + f / f_b, 10), "hz": f_b * (10 ** (m / A) - 1)},               # through the constant A
+    {"mel": 1000 * sp.log((f_b + f) / f_b) / sp.log((f_b + 1000) / f_b),                  # natural logs, one fraction
+     "hz": f_b * sp.exp(m * sp.log(1 + 1000 / f_b) / 1000) - f_b},
+], ids=["as-expected", "through-A", "natural-log"])
+def test_mel_scale_derivation_accepts_equivalent_forms(answers, capsys):
+    for seed in (0, 17):
+        assert run_derivation(checks.derive_mel_scale, answers, capsys, seed=seed)[0] == 2
+
+
+@pytest.mark.parametrize(("name", "wrong", "diagnosis"), [
+    ("mel", 2595 * sp.log(1 + f / f_b, 10), "correct at f_b = 700 Hz but not in general"),   # HTK's rounded constant kept
+    ("mel", 2595 * sp.log(1 + f / 700, 10), "misses a dependence on f_b"),                   # HTK's formula copied
+    ("mel", 1000 * sp.log(1 + f / f_b, 10) / sp.log(1 + 1000 / f_b), "off by a constant factor (×1/ln 10)"),  # mixed bases
+    ("mel", sp.log(1 + f / f_b) / sp.log(1 + 1000 / f_b), "off by a constant factor"),        # anchor 1000 Hz -> 1 mel
+    ("hz", f_b * (10 ** (m / 2595) - 1), "correct at f_b = 700 Hz but not in general"),
+    ("hz", f_b * (sp.exp(m / A) - 1), "correct at m = 0 but not in general"),                # e^x where 10^x
+    ("hz", f_b * (1 - (1 + 1000 / f_b) ** (m / 1000)), "has the wrong sign"),
+    ("hz", f_b * (1 + 1000 / f_b) ** (m / 1000), "not equivalent"),                           # the −1 dropped
+    ("hz", HZ + f - f, "2 / 2 points"),  # a symbol that cancels is fine (sanity: the case below differs)
+    ("hz", HZ * f / 1000, "depends on f, which it should not"),
+], ids=["rounded-A", "htk-copied", "mixed-bases", "anchor", "hz-rounded-A", "hz-exp", "hz-sign", "hz-no-minus-1",
+        "cancels", "hz-depends-on-f"])
+def test_mel_scale_derivation_rejects_with_diagnosis(name, wrong, diagnosis, capsys):
+    score, printed = run_derivation(checks.derive_mel_scale, {"mel": MEL, "hz": HZ, name: wrong}, capsys)
+    assert diagnosis in printed, printed
+    assert score == (2 if diagnosis == "2 / 2 points" else 1)  # the other result keeps its point
+    assert "2595.0" not in printed and "log(1 + 1000" not in printed  # never the result
+
+
+@pytest.mark.parametrize("answers", [
+    COUNTS,
+    {"n_video": (T / t) * (H / p) * (W / p), "n_audio": (L / p_t) * (M / p_f), "n_encoder": sp.expand(COUNTS["n_encoder"])},
+    {"n_video": T * H * W / t / p / p, "n_audio": L * M / p_f / p_t,
+     "n_encoder": 1 + N_VIDEO + N_AUDIO - r * (N_VIDEO + N_AUDIO)},
+], ids=["as-expected", "per-axis-expanded", "subtracted"])
+def test_token_counts_derivation_accepts_equivalent_forms(answers, capsys):
+    for seed in (0, 5):
+        assert run_derivation(checks.derive_token_counts, answers, capsys, points=3, seed=seed)[0] == 3
+
+
+@pytest.mark.parametrize(("name", "wrong", "diagnosis"), [
+    ("n_video", T * H * W / p**2, "misses a dependence on t"),                  # one frame per patch
+    ("n_video", T * H * W / (t * p), "not equivalent"),                         # p, not p², per frame
+    ("n_video", (T // t) * (H // p) * (W // p), ""),                            # SymPy's // is a floor
+    ("n_audio", L * M / p_t, "misses a dependence on p_f"),
+    ("n_encoder", (1 - r) * (N_VIDEO + N_AUDIO), "off by an additive constant"),  # [CLS] forgotten
+    ("n_encoder", 1 + r * (N_VIDEO + N_AUDIO), "correct at r = 1/2 but not in general"),  # the masked ones counted
+    ("n_encoder", 1 + (1 - r) * N_VIDEO + N_AUDIO, "not equivalent"),           # audio left unmasked
+], ids=["no-tubelet", "p-not-p2", "floor", "no-p_f", "no-cls", "masked-counted", "audio-unmasked"])
+def test_token_counts_derivation_rejects_with_diagnosis(name, wrong, diagnosis, capsys):
+    score, printed = run_derivation(checks.derive_token_counts, {**COUNTS, name: wrong}, capsys, points=3)
+    assert score == 2
+    assert f"✗ {name}" in printed and diagnosis in printed, printed
+
+
+def test_derivation_without_answers_says_no_answer_yet(capsys):
+    score, printed = run_derivation(checks.derive_token_counts, {"n_video": None, "n_audio": None, "n_encoder": None},
+                                    capsys, points=3)
+    assert score == 0 and "no answer yet" in printed

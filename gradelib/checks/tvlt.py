@@ -6,6 +6,10 @@ spaced linearly, triangles not area-normalised, magnitude instead of power, patc
 reshape, an inverted mask, a loss over every patch, a negative that is the clip's own audio, ...),
 so the feedback names the fault without printing the solution. ``seed`` selects the cases: visible
 tests use the default, hidden tests other seeds.
+
+Two derivations (``derive_*``, graded by :mod:`gradelib.checks.derive`): the mel scale from its anchor
+(1000 Hz is 1000 mel) and its inverse, for any break frequency f_b; and the token counts of a clip
+(video tubelets, spectrogram patches, and the encoder's sequence under MAE masking).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import _core
 from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
+from gradelib.checks.derive import derivation, integer, interval, positive
 from gradelib.reference import tvlt as ref
 
 # Bound at import, before any student code runs.
@@ -204,15 +209,15 @@ def check_log_mel_spectrogram(fn: Callable, points: float = 2, seed: int = 0) ->
     t = torch.arange(2048, dtype=torch.float64) / 8000.0
     freq = 300.0 + 1500.0 * float(_rand(1, generator=gen))
     tone = (0.5 * torch.sin(2 * math.pi * freq * t) + 0.01 * _randn(2048, generator=gen, dtype=torch.float64))
-    batch = 0.3 * _randn(3, 1024, generator=gen, dtype=torch.float64)
-    silence = torch.zeros(2, 512, dtype=torch.float64)
+    batch = 0.3 * _randn(4, 1024, generator=gen, dtype=torch.float64)
+    batch[2] = 0.0  # digital silence in one row: log(0 + eps), finite (alone it would pass most wrong spectrograms)
     fb8k = ref.mel_filterbank(20, 256, 8000.0).double()
     fb_small = ref.mel_filterbank(12, 128, 8000.0).double()
     cases = [
         (f"a {freq:.0f} Hz tone, n_fft 256, hop 128, 20 mels", lambda: _log_mel_case(fn, tone, fb8k, 256, 128, 1e-6)),
-        ("a batch (3, 1024) of noise, n_fft 128, hop 64, 12 mels", lambda: _log_mel_case(fn, batch, fb_small, 128, 64, 1e-6)),
+        ("a batch (4, 1024) of noise with one silent row, n_fft 128, hop 64, 12 mels, eps 1e-4",
+         lambda: _log_mel_case(fn, batch, fb_small, 128, 64, 1e-4)),
         ("float32 input, eps 1e-3", lambda: _log_mel_case(fn, tone.float(), fb8k.float(), 256, 128, 1e-3)),
-        ("digital silence: log(0 + eps) everywhere, finite", lambda: _log_mel_case(fn, silence, fb_small, 128, 64, 1e-4)),
     ]
     return cases
 
@@ -357,8 +362,8 @@ def check_random_masking(fn: Callable, points: float = 3, seed: int = 0) -> list
         ("shapes, keep count, 0/1 mask and restorable order (N = 16, ratio 0.75)", lambda: _masking_structure(fn, x, 0.75, seed)),
         ("N = 10, ratio 0.75: keep int(2.5) = 2", lambda: _masking_structure(fn, x_odd, 0.75, seed + 1)),
         ("ratio 0.5", lambda: _masking_structure(fn, x, 0.5, seed + 2)),
-        ("a different random mask per sample, every position equally likely", lambda: _masking_random(fn, 0.75)),
-        ("reproducible with the generator passed in", lambda: _masking_generator(fn)),
+        ("a different random mask per sample, every position equally likely, reproducible with the generator passed in",
+         lambda: _masking_random(fn, 0.75) or _masking_generator(fn)),
     ]
     return cases
 
@@ -465,7 +470,16 @@ def _unpack_pairs(result: object, batch_size: int):
     return result
 
 
-def _pairs_structure(fn, batch_size: int, gen_seed: int) -> str | None:
+def _pairs_structure(fn, batch_size: int, gen_seed: int, draws: int = 8) -> str | None:
+    """The structure of ``draws`` batches (one draw may by chance avoid a mistake, e.g. a derangement from randperm)."""
+    for k in range(draws):
+        problem = _pairs_structure_once(fn, batch_size, 1000 * gen_seed + k)
+        if problem:
+            return problem
+    return None
+
+
+def _pairs_structure_once(fn, batch_size: int, gen_seed: int) -> str | None:
     video, audio, label = _unpack_pairs(fn(batch_size, generator(gen_seed)), batch_size)
     if not bool(((label == 0) | (label == 1)).all()):
         return "labels must be 0 (mismatched) or 1 (matched)"
@@ -520,12 +534,47 @@ def _pairs_generator(fn) -> str | None:
 def check_vam_pairs(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
     """Check ``fn(batch_size, generator) -> (video_index, audio_index, label)``, each (2 batch_size,) int64."""
     cases = [
-        ("batch of 6: one positive and one negative per video", lambda: _pairs_structure(fn, 6, seed)),
-        ("batch of 2: the only possible negative is the other clip", lambda: _pairs_structure(fn, 2, seed + 1)),
-        ("negatives drawn uniformly from the other clips (300 batches of 4)", lambda: _pairs_distribution(fn)),
-        ("reproducible with the generator passed in", lambda: _pairs_generator(fn)),
+        ("batch of 6: one positive and one negative per video; batch of 2: the only negative is the other clip",
+         lambda: _pairs_structure(fn, 6, seed) or _pairs_structure(fn, 2, seed + 1)),
+        ("batch of 7, another generator", lambda: _pairs_structure(fn, 7, seed + 2)),
+        ("negatives drawn uniformly from the other clips (300 batches of 4), reproducible with the generator passed in",
+         lambda: _pairs_distribution(fn) or _pairs_generator(fn)),
     ]
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivations
+
+
+MEL_SYMBOLS = {"f": positive(1, 20000), "m": positive(1, 4000), "f_b": positive(100, 3000)}
+
+# m(f) = A log10(1 + f / f_b) with A fixed by m(1000 Hz) = 1000 mel, and its inverse. At f_b = 700 Hz,
+# A = 1000 / log10(17 / 7) = 2595.04, which HTK rounds to 2595 (gradelib.reference.tvlt.hz_to_mel); the
+# relative tolerance 1e-4 lets the "correct at f_b = 700 Hz" diagnosis recognise HTK's rounded constants.
+derive_mel_scale = derivation(
+    "The mel scale and its inverse",
+    symbols=MEL_SYMBOLS,
+    expected={"mel": "1000 * log(1 + f / f_b) / log(1 + 1000 / f_b)",
+              "hz": "f_b * ((1 + 1000 / f_b)**(m / 1000) - 1)"},
+    special={"f_b = 700 Hz": {"f_b": 700}, "m = 0": {"m": 0}},
+    rel_tol=1e-4,
+)
+
+TOKEN_SYMBOLS = {"T": integer(2, 64), "H": integer(16, 512), "W": integer(16, 512), "t": integer(1, 8),
+                 "p": integer(2, 32), "L": integer(16, 2048), "M": integer(16, 256), "p_t": integer(1, 32),
+                 "p_f": integer(1, 32), "r": interval(0, 1)}
+
+# Sizes are multiples of their patch sizes, so every count is an exact product; the expected forms use "/"
+# (SymPy's "//" is a floor, which the random points, not multiples, tell apart).
+derive_token_counts = derivation(
+    "Token counts of a clip",
+    symbols=TOKEN_SYMBOLS,
+    expected={"n_video": "T * H * W / (t * p**2)",
+              "n_audio": "L * M / (p_t * p_f)",
+              "n_encoder": "1 + (1 - r) * (T * H * W / (t * p**2) + L * M / (p_t * p_f))"},
+    special={"r = 1/2": {"r": 0.5}},
+)
 
 
 make_read_only(__name__)
