@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import html
+import math
 import re
 import shutil
 import time
@@ -91,6 +92,65 @@ def assert_feedback_hides_hidden_tests(assignment: str, feedback: dict[str, str]
         assert "expected=" not in text and "BEGIN HIDDEN TESTS" not in text, student
 
 
+NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\d)")
+
+
+def _copies(text: str, expected: object, kind: str, rel_tol: float) -> str | None:
+    """A spelling in ``text`` of an answer the check accepts, or None. Numbers count when they carry 3 or more
+    significant digits (whole numbers: from 100 up), index sets when written as a set or list of 2 or more;
+    letters and short numbers are too common in any text to mean a leak."""
+    if kind == "indices":
+        listed = ", ".join(map(str, sorted(expected)))
+        return next((s for s in (f"{{{listed}}}", f"[{listed}]") if len(expected) >= 2 and s in text), None)
+    if kind not in ("number", "integer") or isinstance(expected, bool):
+        return None
+    for match in NUMBER.finditer(text):
+        token = match.group()
+        value = float(token.replace(",", ""))
+        mantissa = re.split(r"[eE]", token)[0]
+        significant = len(re.sub(r"\D", "", mantissa).lstrip("0"))
+        if kind == "integer":
+            if value == expected and abs(value) >= 100:
+                return token
+        elif significant >= 3 and math.isclose(value, float(expected), rel_tol=rel_tol):
+            return token
+    return None
+
+
+def _shown_text(cell) -> str:
+    if cell.cell_type == "markdown":
+        return cell.source
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data"):
+            parts += [str(output.data[mime]) for mime in ("text/plain", "text/markdown", "text/latex")
+                      if mime in output.get("data", {})]
+    return "\n".join(parts)
+
+
+def answers_shown_before_their_question(solution_nb, executed_nb) -> list[str]:
+    """Concept and prediction answers a student could copy: each answer key of ``solution_nb``'s hidden tests whose
+    accepted answer appears in ``executed_nb`` (the same notebook, run) before its question, in an earlier cell's
+    output or an earlier markdown cell."""
+    from gradelib.grading import hidden
+
+    keys = {c.metadata.nbgrader.grade_id: [k for part in hidden.hidden_parts(c.source) for k in hidden.answer_keys(part)]
+            for c in solution_nb.cells if c.metadata.get("nbgrader", {}).get("grade")}
+    found, shown = [], []
+    for cell in executed_nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        for key in keys.get(grade_id, []):
+            for where, text in enumerate(shown):
+                spelling = _copies(text, key.expected, key.kind, key.rel_tol)
+                if spelling is not None:
+                    found.append(f"{grade_id} ({key.label}): an accepted answer, {spelling}, is shown in cell {where}")
+                    break
+        shown.append(_shown_text(cell))
+    return found
+
+
 def released_notebook(course: Path, assignment: str):
     return nbformat.read(course / "course" / assignment / f"{assignment}.ipynb", as_version=4)
 
@@ -107,6 +167,9 @@ def grade_standard_submissions(course: Path, assignment: str, bugs: dict[str, tu
     } | {student: with_edits(assignment, edits) for student, edits in more_buggy.items()}
     result = grade(course, assignment, submissions)
     print(f"\nautograde of {len(submissions)} submissions of {assignment}: {result.seconds:.0f} s")
+    executed = nbformat.read(course / "autograded" / "solution" / assignment / f"{assignment}.ipynb", as_version=4)
+    copyable = answers_shown_before_their_question(submissions["solution"], executed)
+    assert not copyable, "concept or prediction answers printed before their question:\n" + "\n".join(copyable)
     return result
 
 

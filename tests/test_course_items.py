@@ -137,3 +137,49 @@ def test_objectives_are_parsed_with_continuation_lines_and_arrows():
     mapped = _items.objectives(nbformat.v4.new_notebook(cells=[cell]))
     assert mapped == {"1. write attention from memory, including **why** the $\\sqrt{d_k}$": ["code_sdpa", "derive_scaling"],
                       "2. build `torch` masks": []}
+
+
+def _question_notebook(printed: str, markdown: str = "**Q2.** How large is the std of q·k for d_k = 64?"):
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    shown = new_code_cell("print(table)", outputs=[new_output("stream", name="stdout", text=printed)])
+    grade = new_code_cell('check_answer_form("Q2", answer_std, kind="number")\n### BEGIN HIDDEN TESTS\n'
+                          'check_answer("Q2", answer_std, expected=8.0, kind="number", rel_tol=1e-3, points=1)\n'
+                          "### END HIDDEN TESTS\n", metadata={"nbgrader": {"grade": True, "grade_id": "concept_std", "points": 1}})
+    later = new_code_cell("print(std)", outputs=[new_output("stream", name="stdout", text="std 8.000\n")])
+    return new_notebook(cells=[shown, new_markdown_cell(markdown), new_code_cell("answer_std = 8.0"), grade, later])
+
+
+@pytest.mark.parametrize(("printed", "markdown", "copyable"), [
+    ("  64      8.00    8.00\n", "**Q2.** …", True),        # the table printed the answer before the question
+    ("std(q·k) = 7.996\n", "**Q2.** …", True),              # a rounding the check accepts
+    ("std(q·k) = 7.9\n", "**Q2.** …", False),               # a rounding it rejects
+    ("after 18.000 steps\n", "**Q2.** …", False),           # digits of a longer number are not the answer
+    ("nothing\n", "Hint: it is 8.00.", True),               # markdown counts too
+    ("nothing\n", "**Q2.** …", False),                      # printed only after the question: fine
+])
+def test_an_answer_printed_before_its_question_is_found(printed, markdown, copyable):
+    from roundtrip import answers_shown_before_their_question
+
+    nb = _question_notebook(printed, markdown)
+    found = answers_shown_before_their_question(nb, nb)
+    assert bool(found) is copyable, found
+
+
+@pytest.mark.parametrize(("text", "expected", "kind", "copy"), [
+    ("cache: 536,870,912 bytes", 536_870_912, "integer", "536,870,912"),
+    ("cache: 536870912 bytes", 536_870_912, "integer", "536870912"),
+    ("cache: 5368709120 bytes", 536_870_912, "integer", None),
+    ("a 16x larger matrix", 16, "integer", None),                   # small whole numbers are everywhere
+    ("log 4 = 1.386, so -1.386294", -1.386294, "number", "-1.386294"),
+    ("value 1.386", -1.386294, "number", None),                      # the sign matters
+    ("1.074e+09 bytes", 1.073709056e9, "number", "1.074e+09"),
+    ("1.07e+09 bytes", 1.073709056e9, "number", None),             # a rounding the check rejects
+    ("mask rows {0, 1, 2}", {2, 1, 0}, "indices", "{0, 1, 2}"),
+    ("for i = 0, 1, 2:", {0, 1, 2}, "indices", None),
+    ("answer B", "B", "choice", None),
+])
+def test_copies_are_spellings_the_check_would_accept(text, expected, kind, copy):
+    from roundtrip import _copies
+
+    assert _copies(text, expected, kind, 1e-3) == copy
