@@ -98,3 +98,23 @@ def test_compare_case_message_and_variant_tolerance():
     assert compare_case(near_wrong, want, 1e-5, [("wrong", wrong)], "differs", variant_atol=1e-4) == "wrong"
     assert compare_case(near_wrong, want, 1e-5, [], lambda: "my own message") == "my own message"
     assert compare_case(want, want, 1e-5, [], lambda: 1 / 0) is None
+
+
+DERIVATIONS = [pytest.param(value, id=f"{topic}.{name}") for topic in TOPICS
+               for name, value in sorted(vars(importlib.import_module(f"gradelib.checks.{topic}")).items())
+               if name.startswith("derive_")]
+
+
+@pytest.mark.parametrize("check", DERIVATIONS)
+def test_every_derivation_is_declared_with_its_results(check):
+    """A topic's derive_* checks are declared with derivation(): their keys parsed at import, their results named."""
+    assert getattr(check, "results", None) and getattr(check, "title", None), check
+    assert callable(getattr(check, "symbols_for_notebook", None))
+
+
+@pytest.mark.parametrize("check", DERIVATIONS)
+def test_a_derivation_left_unanswered_says_so(check, capsys):
+    with pytest.raises(CheckFailed):
+        check({name: None for name in check.results}, points=1)
+    out = capsys.readouterr().out
+    assert out.count("no answer yet") == len(check.results), out
