@@ -119,6 +119,24 @@ def test_posterior_matches_diffusers_step(name):
         torch.testing.assert_close(step, expected, atol=1e-3, rtol=1e-3)  # eps-form: float32 cancellation at small t
 
 
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_functional_ddpm_step_matches_diffusers_for_both_variances(name):
+    """ddpm.ddpm_step with the noise passed in: "beta_tilde" is diffusers' "fixed_small" step, "beta" its "fixed_large"."""
+    betas = SCHEDULES[name]
+    g = torch.Generator().manual_seed(3)
+    x_t, eps = torch.randn(4, 2, generator=g, dtype=torch.float64), torch.randn(4, 2, generator=g, dtype=torch.float64)
+    for variance, diffusers_name in (("beta_tilde", "fixed_small"), ("beta", "fixed_large")):
+        scheduler = _ddpm_scheduler(betas)
+        scheduler.config.variance_type = diffusers_name
+        for t in (0, 1, 17, 150, 199):
+            out = scheduler.step(eps.float(), t, x_t.float(), generator=torch.Generator().manual_seed(9)).prev_sample
+            z = torch.randn(eps.shape, generator=torch.Generator().manual_seed(9)).double()
+            mine = ddpm.ddpm_step(x_t, eps, t, betas, z, variance)
+            torch.testing.assert_close(mine.float(), out.float(), atol=2e-3, rtol=2e-3)
+    with pytest.raises(ValueError):
+        ddpm.ddpm_step(x_t, eps, 3, betas, eps, "fixed_large")
+
+
 def test_posterior_is_bayes_rule():
     """q(x_{t-1} | x_t, x_0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x_0): product of two Gaussians in x_{t-1}."""
     s = ddpm.DDPMSchedule(ddpm.cosine_betas(50))

@@ -22,7 +22,8 @@ from typing import Callable
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair, within_sigmas
+from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair, within_sigmas
+from gradelib.checks.derive import derivation, interval, real
 from gradelib.reference import ddpm as ref
 
 # Bound at import, before any student code runs.
@@ -42,6 +43,7 @@ _FORBID_POSTERIOR = (ref.posterior_mean_variance, ref.DDPMSchedule.posterior_mea
 _FORBID_X0 = (ref.predict_x0, ref.DDPMSchedule.predict_x0)
 _FORBID_DDIM = (ref.ddim_step, ref.DDPMSchedule.ddim_step, ref.ddim_sample)
 _FORBID_LOSS = (ref.simple_loss,)
+_FORBID_ANCESTRAL = (ref.ddpm_step, ref.DDPMSchedule.ddpm_step, ref.ddpm_sample, ref.DDPMSchedule.eps_posterior_mean)
 
 
 def _schedule(kind: str, T: int) -> dict[str, torch.Tensor]:
@@ -195,7 +197,13 @@ def _posterior_variants(x0, x_t, t, s):
         b, a, abar = (_col(s[k], tt, x_t) for k in ("betas", "alphas", "alpha_bars"))
         abar_prev = _col(s["alpha_bars_prev"], tt, x_t)
         shifted[name] = (mean_of(b, a, abar, abar_prev), var_of(b, abar, abar_prev))
+    eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()     # the noise in x_t, for the ε-form of the mean
     return [
+        ("the ε-form's prefactor is 1/√α_t (one step), not 1/√ᾱ_t as in the lecture notes", (x_t - beta / (1 - ab).sqrt() * eps) / ab.sqrt(), good_var),
+        ("the ε-form's noise coefficient is β_t / √(1 − ᾱ_t), with ᾱ_t under the root; "
+         "the lecture notes' √(1 − α_t) is wrong", (x_t - beta / (1 - alpha).sqrt() * eps) / alpha.sqrt(), good_var),
+        ("the ε-form subtracts the noise ε, not x_0 (the lecture notes' slip)",
+         (x_t - beta / (1 - ab).sqrt() * x0) / alpha.sqrt(), good_var),
         ("ᾱ_t is used where ᾱ_(t−1) belongs (alpha_bars[t] in place of the previous step's ᾱ)",
          mean_of(beta, alpha, ab, ab), var_of(beta, ab, ab)),
         ("ᾱ_t is used where ᾱ_(t−1) belongs in the x_0 coefficient √ᾱ_(t−1) β_t / (1 − ᾱ_t)",
@@ -285,7 +293,9 @@ def _posterior_reference_case(fn, s, x0, x_t, t) -> str | None:
     atol = 2e-4 if x_t.dtype == torch.float32 else 1e-8
     if close(mean, want_mean, atol) and close(var, want_var, atol):
         return None
-    diagnosis = _diagnose_posterior(mean, var, x0, x_t, t, s, atol)
+    # a wrong variant can be large (1/√ᾱ_t at late steps), where float32 rounding exceeds atol: match it relatively
+    variant_atol = atol if x_t.dtype != torch.float32 else max(atol, 1e-4 * float(mean.detach().abs().max()))
+    diagnosis = _diagnose_posterior(mean, var, x0, x_t, t, s, variant_atol)
     return diagnosis or (f"differs from the posterior (mean off by {max_abs_diff(mean, want_mean):.3g}, "
                          f"variance off by {max_abs_diff(var, want_var):.3g})")
 
@@ -389,7 +399,14 @@ def _ddim_variants(x_t, eps, t, t_prev, alpha_bars):
     ab_prev_m1 = alpha_bars[t_prev - 1] if t_prev >= 1 else torch.ones((), dtype=alpha_bars.dtype)
     ab_m1 = alpha_bars[t - 1] if t >= 1 else alpha_bars[-1]
     x0_hat_m1 = (x_t - (1 - ab_m1).sqrt() * eps) / ab_m1.sqrt()
+    one = torch.ones((), dtype=alpha_bars.dtype)
+    ab_s_m1 = alpha_bars[t_prev - 1] if t_prev >= 1 else one     # t_prev − 1 = −1 read as "before the first step"
+    ab_s_p1 = alpha_bars[t_prev + 1] if t_prev + 1 < T else one
     return [
+        ("t_prev is off by one: you used alpha_bars[t_prev − 1]; the step lands at code step t_prev, so use alpha_bars[t_prev] "
+         "(and ᾱ = 1 only when t_prev = −1)", ab_s_m1.sqrt() * x0_hat + (1 - ab_s_m1).sqrt() * eps),
+        ("t_prev is off by one: you used alpha_bars[t_prev + 1]; the step lands at code step t_prev, so use alpha_bars[t_prev]",
+         ab_s_p1.sqrt() * x0_hat + (1 - ab_s_p1).sqrt() * eps),
         ("at the final step (t_prev = −1) ᾱ_prev is 1, an empty product: alpha_bars[−1] wraps round to the noisiest ᾱ",
          ab_prev_wrap.sqrt() * x0_hat + (1 - ab_prev_wrap).sqrt() * eps),
         ("the noise direction has coefficient √(1 − ᾱ_prev), a standard deviation; you used the variance 1 − ᾱ_prev",
@@ -419,10 +436,13 @@ def _ddim_case(fn, x_t, eps, t, t_prev, alpha_bars, atol) -> str | None:
 
 
 def _ddim_point_mass_case(fn, gen, alpha_bars) -> str | None:
-    """Data = one point c: the exact ε̂ is (x_t − √ᾱ c)/√(1 − ᾱ), and DDIM must land on c after any schedule of jumps."""
+    """Data = one point c: the exact ε̂ is (x_t − √ᾱ c)/√(1 − ᾱ), and it stays the same along the DDIM path, so after
+    every jump x must be √ᾱ_s c + √(1 − ᾱ_s) ε of its own level s, and the last jump must land on c. (Checking the
+    intermediate points matters: an answer that always returns x̂_0 would land on c too.)"""
     c = _randn(1, 3, generator=gen, dtype=torch.float64)
     x = _randn(5, 3, generator=gen, dtype=torch.float64)
     steps = [alpha_bars.shape[0] - 1, 60, 31, 7, -1]
+    eps0 = (x - alpha_bars[steps[0]].sqrt() * c) / (1 - alpha_bars[steps[0]]).sqrt()
     for t, t_prev in zip(steps[:-1], steps[1:]):
         ab = alpha_bars[t]
         eps = (x - ab.sqrt() * c) / (1 - ab).sqrt()
@@ -430,9 +450,13 @@ def _ddim_point_mass_case(fn, gen, alpha_bars) -> str | None:
         problem = tensor_problem(x, "x_prev", shape=(5, 3))
         if problem:
             return problem
-    if close(x, c.expand(5, 3), 1e-6):
-        return None
-    return f"with the exact noise of a one-point data set, four DDIM jumps should land on that point; they end {max_abs_diff(x, c.expand(5, 3)):.3g} away"
+        ab_s = alpha_bars[t_prev] if t_prev >= 0 else torch.ones((), dtype=alpha_bars.dtype)
+        want = ab_s.sqrt() * c + (1 - ab_s).sqrt() * eps0
+        if not close(x, want, 1e-6):
+            where = "x_0" if t_prev < 0 else f"code step {t_prev}"
+            return (f"with the exact noise of a one-point data set, the jump from t = {t} should reach √ᾱ c + √(1 − ᾱ) ε at "
+                    f"{where} (the noise stays the same along a DDIM path); it is {max_abs_diff(x, want):.3g} away")
+    return None
 
 
 @exercise("ddim_step", reference=_FORBID_DDIM)
@@ -449,9 +473,133 @@ def check_ddim_step(fn: Callable, points: float = 2, seed: int = 0) -> list[Case
     cases = [
         ("a jump of many steps, t → t_prev", lambda: _ddim_case(fn, x, eps, t_jump, t_jump - 25, ab, 1e-8)),
         ("one step, t → t − 1", lambda: _ddim_case(fn, x, eps, 40, 39, ab, 1e-8)),
-        ("the final step, t_prev = −1 (to x_0)", lambda: _ddim_case(fn, x_f, eps_f, 4, -1, ab, 1e-8)),
+        ("the last two steps, t = 4 → 1 and 1 → −1 (to x_0)", lambda: _ddim_case(fn, x_f, eps_f, 4, 1, ab, 1e-8)
+         or _ddim_case(fn, x_f, eps_f, 1, -1, ab, 1e-8)),
         ("images (B, 1, 8, 8), float32", lambda: _ddim_case(fn, x_img, eps_img, 90, 45, ab.float(), 1e-4)),
         ("with the exact ε of a one-point data set, DDIM lands on the point", lambda: _ddim_point_mass_case(fn, mass_gen, ab)),
+    ]
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: one ancestral DDPM step, with sigma_t^2 = beta_t or beta_tilde_t
+
+
+def _ancestral_parts(s: dict[str, torch.Tensor], t: int) -> dict[str, float]:
+    """This module's own float64 schedule at code step t (and at t − 1, for the off-by-one variant)."""
+    def at(k):
+        return {"beta": float(s["betas"][k]), "alpha": float(s["alphas"][k]), "ab": float(s["alpha_bars"][k]),
+                "abp": float(s["alpha_bars_prev"][k])}
+    return {"now": at(t), "before": at(t - 1) if t >= 1 else None}
+
+
+def _ancestral_variants(x_t, eps, t, z, variance, s):
+    p = _ancestral_parts(s, t)
+    n = p["now"]
+    beta, alpha, ab, abp = n["beta"], n["alpha"], n["ab"], n["abp"]
+    x_t, eps, z = x_t.double(), eps.double(), z.double()
+    mean = (x_t - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)
+    beta_tilde = (1 - abp) / (1 - ab) * beta
+    want_var, other_var = (beta_tilde, beta) if variance == "beta_tilde" else (beta, beta_tilde)
+    std = math.sqrt(want_var) if t > 0 else 0.0
+    variants = []
+    if t > 0:
+        asked, used = ("β̃_t", "β_t") if variance == "beta_tilde" else ("β_t", "β̃_t")
+        variants += [
+            (f'with variance="{variance}" the noise should have variance {asked}; yours has {used} '
+             "(read the variance argument, and take ᾱ_(t−1) as the previous step's ᾱ)", mean + math.sqrt(other_var) * z),
+            ("σ_t multiplies z: the noise term is √(variance) · z, you scaled z by the variance itself", mean + want_var * z),
+            ("the fresh noise is missing: an ancestral step draws x_(t−1) ~ N(μ_θ, σ_t² I), i.e. adds σ_t z", mean),
+            ("the noise enters with a minus sign: add σ_t z with the z you are given", mean - std * z),
+        ]
+    else:
+        variants += [
+            ("at t = 0 (the step to x_0) no noise is added: return the mean μ_θ", mean + math.sqrt(beta) * z),
+        ]
+    variants += [
+        ("the mean's prefactor is 1/√α_t (one step), not 1/√ᾱ_t as in the lecture notes",
+         (x_t - beta / math.sqrt(1 - ab) * eps) / math.sqrt(ab) + std * z),
+        ("the ε coefficient in the mean is β_t / √(1 − ᾱ_t), with ᾱ_t under the root; the lecture notes' √(1 − α_t) is wrong",
+         (x_t - beta / math.sqrt(1 - alpha) * eps) / math.sqrt(alpha) + std * z),
+        ("the mean lacks the factor 1/√α_t that undoes the forward step's shrinking",
+         x_t - beta / math.sqrt(1 - ab) * eps + std * z),
+        ("this is the lecture notes' rule x_t − ε: the mean is the ε-form of the posterior mean μ̃_t", x_t - eps + std * z),
+        ("this is the lecture notes' rule x_t − ε: the mean is the ε-form of the posterior mean μ̃_t, plus σ_t z", x_t - eps),
+        ("the mean uses the x̂_0 formula; the step goes to x_(t−1), one step back, through the ε-form of μ̃_t",
+         (x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab) + std * z),
+    ]
+    if p["before"] is not None:
+        b = p["before"]
+        b_var = b["beta"] if variance == "beta" else (1 - b["abp"]) / (1 - b["ab"]) * b["beta"]
+        b_std = math.sqrt(b_var) if t - 1 > 0 else 0.0
+        variants.append(("off by one: every quantity is taken at t − 1; code step t indexes betas[t] and alpha_bars[t]",
+                         (x_t - b["beta"] / math.sqrt(1 - b["ab"]) * eps) / math.sqrt(b["alpha"]) + b_std * z))
+    return variants
+
+
+def _ancestral_case(fn, s, x_t, eps, t, z, variance, atol) -> str | None:
+    betas = s["betas"].to(x_t.dtype)
+    out = fn(x_t, eps, t, betas, z, variance)
+    problem = tensor_problem(out, "x_prev", shape=x_t.shape)
+    if problem:
+        return problem
+    n = _ancestral_parts(s, t)["now"]
+    mean = (x_t.double() - n["beta"] / math.sqrt(1 - n["ab"]) * eps.double()) / math.sqrt(n["alpha"])
+    var = 0.0 if t == 0 else (n["beta"] if variance == "beta" else (1 - n["abp"]) / (1 - n["ab"]) * n["beta"])
+    want = mean + math.sqrt(var) * z.double()
+    return compare_case(out, want, atol, lambda: _ancestral_variants(x_t, eps, t, z, variance, s),
+                        f'differs from the ancestral step at t = {t} with variance="{variance}"',
+                        variant_atol=max(atol, 1e-5 * float(want.abs().max())))
+
+
+def _ancestral_bayes_case(fn, s, gen) -> str | None:
+    """With the true noise of x_t as ε̂ and σ² = β̃_t, the step samples q(x_(t−1) | x_t, x_0) exactly: compare each
+    output with μ + √v z, μ and v from Bayes' rule evaluated on a grid (an oracle that shares no formula)."""
+    T = s["betas"].shape[0]
+    for t in (T // 3, T - 2):
+        x0 = float(_randn(1, generator=gen, dtype=torch.float64))
+        eps_true = float(_randn(1, generator=gen, dtype=torch.float64))
+        ab = float(s["alpha_bars"][t])
+        x_t_value = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps_true
+        z = _randn(64, 1, generator=gen, dtype=torch.float64)
+        x_t = torch.full((64, 1), x_t_value, dtype=torch.float64)
+        out = fn(x_t, torch.full((64, 1), eps_true, dtype=torch.float64), t, s["betas"], z, "beta_tilde")
+        problem = tensor_problem(out, "x_prev", shape=x_t.shape)
+        if problem:
+            return problem
+        mean, var = _bayes_on_grid(x0, x_t_value, t, s)
+        want = mean + math.sqrt(var) * z
+        if not close(out.double(), want, 1e-4 * max(1.0, abs(mean))):
+            diagnosis = first_match(out, _ancestral_variants(x_t, x_t * 0 + eps_true, t, z, "beta_tilde", s), 1e-6)
+            return diagnosis or (f"with the true noise as ε̂ and σ² = β̃_t, the step at t = {t} should sample the posterior "
+                                 f"q(x_(t−1) | x_t, x_0), which Bayes' rule gives as N({mean:.4f}, {var:.3g}); your outputs have "
+                                 f"mean {float(out.mean()):.4f}")
+    return None
+
+
+@exercise("ddpm_step (ancestral sampling)", reference=_FORBID_ANCESTRAL)
+def check_ddpm_step(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]:
+    """Check ``fn(x_t (B, ...), eps_hat (B, ...), t: int, betas (T,), z (B, ...), variance: "beta" | "beta_tilde") -> x_(t−1)``."""
+    gen = generator(seed)
+    lin, cos = _schedule("linear", 60 + seed % 11), _schedule("cosine", 80)
+    T = lin["betas"].shape[0]
+    x, eps, z = (_randn(24, 2, generator=gen, dtype=torch.float64) for _ in range(3))
+    t_mid = 10 + seed % (T // 2)
+    x_img, eps_img, z_img = (_randn(6, 1, 8, 8, generator=gen) for _ in range(3))
+    t_img = 50 + seed % 20
+    x_e, eps_e, z_e = (_randn(8, 3, generator=gen, dtype=torch.float64) for _ in range(3))
+    bayes_gen = generator(seed + 9)
+    cases = [
+        ("σ_t² = β̃_t (the posterior's variance), 2-D points", lambda: _ancestral_case(fn, lin, x, eps, t_mid, z, "beta_tilde", 1e-8)),
+        ("σ_t² = β_t, 2-D points", lambda: _ancestral_case(fn, lin, x, eps, t_mid, z, "beta", 1e-8)),
+        ("images (B, 1, 8, 8), float32, cosine schedule, both variances",
+         lambda: _ancestral_case(fn, cos, x_img, eps_img, t_img, z_img, "beta_tilde", 2e-4)
+         or _ancestral_case(fn, cos, x_img, eps_img, t_img, z_img, "beta", 2e-4)),
+        ("with the true ε, σ² = β̃_t samples q(x_(t−1) | x_t, x_0) as Bayes' rule gives it (on a grid)",
+         lambda: _ancestral_bayes_case(fn, lin, bayes_gen)),
+        ("the last two steps, t = 1 and t = 0 (no noise at t = 0), both variances",
+         lambda: _ancestral_case(fn, lin, x_e, eps_e, 1, z_e, "beta", 1e-8) or _ancestral_case(fn, lin, x_e, eps_e, 1, z_e, "beta_tilde", 1e-8)
+         or _ancestral_case(fn, lin, x_e, eps_e, 0, z_e, "beta", 1e-8) or _ancestral_case(fn, lin, x_e, eps_e, 0, z_e, "beta_tilde", 1e-8)),
     ]
     return cases
 
@@ -510,7 +658,16 @@ def _implied_noise(x_t, t, x0, alpha_bars):
     return (x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()
 
 
-def _loss_value_case(fn, x0, alpha_bars, seed) -> str | None:
+def _loss_value_case(fn, x0, alpha_bars, seed, *, also_properties: bool = False) -> str | None:
+    """The loss's value; with ``also_properties``, once the value is right, also that it is reproducible with the
+    generator and differentiable (properties almost any wrong loss has too, so they earn no case of their own)."""
+    problem = _loss_value(fn, x0, alpha_bars, seed)
+    if problem or not also_properties:
+        return problem
+    return _loss_reproducible_case(fn, x0, alpha_bars, seed) or _loss_gradient_case(fn, x0, alpha_bars, seed)
+
+
+def _loss_value(fn, x0, alpha_bars, seed) -> str | None:
     problem, model, loss = _checked_loss_call(fn, x0, alpha_bars, seed)
     if problem:
         return problem
@@ -561,6 +718,9 @@ def _loss_t_case(fn, x0, alpha_bars, seed) -> str | None:
     t = model.calls[0][1]
     counts = _bincount(t, minlength=T).double()
     expected = len(t) / T
+    if len(t) > 1 and bool((t == t[0]).all()):
+        return ("every example got the same t: draw one timestep per example, t of shape (B,) "
+                "(a single t shared by the batch trains one noise level per step and makes the loss jump from batch to batch)")
     if counts[0] == 0:
         return "t never takes the value 0: code timesteps are 0 .. T − 1 (torch.randint(0, T, ...))"
     if counts[T - 1] == 0:
@@ -605,14 +765,55 @@ def check_simple_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Ca
     x0_small = _randn(24, 3, generator=gen, dtype=torch.float64)
     x0_img = _rand(32, 1, 8, 8, generator=gen).double() * 2 - 1
     cases = [
-        ("the loss is mean((eps_model(x_t, t) − ε)²) for the ε inside x_t", lambda: _loss_value_case(fn, x0_small, ab, seed + 1)),
+        ("the loss is mean((eps_model(x_t, t) − ε)²) for the ε inside x_t, reproducible with the generator, differentiable",
+         lambda: _loss_value_case(fn, x0_small, ab, seed + 1, also_properties=True)),
         ("images (B, 1, 8, 8): one t per image, broadcast over pixels", lambda: _loss_value_case(fn, x0_img, ab, seed + 2)),
         ("x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with ε ~ N(0, I) (4,096 examples)", lambda: _loss_noise_case(fn, x0_big, ab, seed + 3)),
         ("t ~ Uniform{0, ..., T − 1}, one per example", lambda: _loss_t_case(fn, x0_big, ab, seed + 4)),
-        ("reproducible: t and ε are drawn with the generator passed in", lambda: _loss_reproducible_case(fn, x0_small, ab, seed + 5)),
-        ("differentiable: the gradient reaches the model's parameters", lambda: _loss_gradient_case(fn, x0_small, ab, seed + 6)),
     ]
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivations (paper indices). Each expected result was verified with SymPy from its definition:
+# composing two forward steps, completing the square in q(x_t | x_(t−1)) q(x_(t−1) | x_0), and the KL between
+# q(x_(t−1) | x_t, x_0) and p_θ(x_(t−1) | x_t) with both means in ε-form (tests/test_checks_ddpm.py repeats it).
+
+TWO_STEP_SYMBOLS = {"alpha_t": interval(0, 1), "alpha_prev": interval(0, 1)}
+TWO_STEP_EXPECTED = {"mean_coef": "sqrt(alpha_t * alpha_prev)", "variance": "1 - alpha_t * alpha_prev"}
+
+derive_two_steps = derivation(
+    "Two forward steps at once: q(x_t | x_(t−2))",
+    symbols=TWO_STEP_SYMBOLS,
+    expected=TWO_STEP_EXPECTED,
+    # adding the two steps' variances unscaled, (1 − α_t) + (1 − α_(t−1)), is right only when the earlier step adds no noise
+    special={"α_(t−1) = 1 (an earlier step without noise)": {"alpha_prev": 1}},
+)
+
+POSTERIOR_SYMBOLS = {"abar_prev": interval(0, 1), "beta_t": interval(0, 1), "alpha_t": "1 - beta_t",
+                     "abar_t": "abar_prev * alpha_t"}
+POSTERIOR_EXPECTED = {"beta_tilde": "(1 - abar_prev) / (1 - abar_t) * beta_t",
+                      "coef_x0": "sqrt(abar_prev) * beta_t / (1 - abar_t)",
+                      "coef_xt": "sqrt(alpha_t) * (1 - abar_prev) / (1 - abar_t)"}
+
+derive_posterior = derivation(
+    "The posterior q(x_(t−1) | x_t, x_0)",
+    symbols=POSTERIOR_SYMBOLS,
+    expected=POSTERIOR_EXPECTED,
+    special={"t = 1 (ᾱ_0 = 1)": {"abar_prev": 1}},
+)
+
+ELBO_SYMBOLS = {"abar_prev": interval(0, 1), "beta_t": interval(0, 1), "delta": real(),
+                "alpha_t": "1 - beta_t", "abar_t": "abar_prev * alpha_t",
+                "beta_tilde": "(1 - abar_prev) / (1 - abar_t) * beta_t"}
+ELBO_EXPECTED = {"weight": "beta_t / (2 * alpha_t * (1 - abar_t))",
+                 "L_term": "(beta_tilde / beta_t - 1 - log(beta_tilde / beta_t)) / 2 + beta_t / (2 * alpha_t * (1 - abar_t)) * delta**2"}
+
+derive_elbo_term = derivation(
+    "One ELBO term L_(t−1) for 1-D data, σ_t² = β_t",
+    symbols=ELBO_SYMBOLS,
+    expected=ELBO_EXPECTED,
+)
 
 
 make_read_only(__name__)

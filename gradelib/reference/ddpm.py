@@ -105,6 +105,27 @@ def ddim_step(x_t: Tensor, eps_hat: Tensor, t: int, t_prev: int, alpha_bars: Ten
     return ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat
 
 
+def ddpm_step(x_t: Tensor, eps_hat: Tensor, t: int, betas: Tensor, noise: Tensor, variance: str = "beta_tilde") -> Tensor:
+    """One ancestral DDPM step x_t -> x_{t-1} = mu_theta(x_t, t) + sigma_t * noise at code step ``t`` (an int).
+
+    mu_theta = (x_t - beta_t / sqrt(1 - ab_t) eps_hat) / sqrt(alpha_t), the eps-form of the posterior mean;
+    sigma_t^2 = beta_t (``variance="beta"``) or beta_tilde_t = (1 - ab_{t-1}) / (1 - ab_t) beta_t (``"beta_tilde"``,
+    the posterior's variance). At t == 0 (the step to x_0) no noise is added. x_t, eps_hat, noise: (B, ...);
+    betas: (T,). The products are taken in float64 and the result has x_t's dtype.
+    """
+    if variance not in ("beta", "beta_tilde"):
+        raise ValueError(f'variance must be "beta" or "beta_tilde", got {variance!r}')
+    betas64 = betas.detach().double().cpu()
+    alpha_bars = torch.cumprod(1 - betas64, 0)
+    beta, ab = float(betas64[t]), float(alpha_bars[t])
+    ab_prev = float(alpha_bars[t - 1]) if t >= 1 else 1.0
+    mean = (x_t - beta / math.sqrt(1 - ab) * eps_hat) / math.sqrt(1 - beta)
+    if t == 0:
+        return mean
+    sigma2 = beta if variance == "beta" else (1 - ab_prev) / (1 - ab) * beta
+    return mean + math.sqrt(sigma2) * noise
+
+
 def simple_loss(eps_model: EpsModel, x0: Tensor, alpha_bars: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Ho et al.'s L_simple on a batch: E_{t, eps} ||eps - eps_model(x_t, t)||^2, as a mean over all elements.
 
