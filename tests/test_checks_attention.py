@@ -301,8 +301,9 @@ def test_rebinding_torch_allclose_does_not_fool_a_check(monkeypatch, capsys):
      (checks.check_sinusoidal_positional_encoding, ref.sinusoidal_positional_encoding),
      (checks.check_multi_head_attention, ref.MultiHeadAttention),
      (checks.check_apply_rope, lambda x, positions=None: ref.apply_rope(x, positions)),
-     (checks.check_kv_cache_decode_step, ref.kv_cache_decode_step)],
-    ids=["sdpa", "causal", "pe", "mha", "rope", "kv"],
+     (checks.check_kv_cache_decode_step, ref.kv_cache_decode_step),
+     (checks.check_transformer_block, ref.TransformerBlock)],
+    ids=["sdpa", "causal", "pe", "mha", "rope", "kv", "block"],
 )
 def test_answers_that_call_the_reference_score_zero(check, answer, capsys):
     with pytest.raises(CheckFailed) as failure:
@@ -364,3 +365,261 @@ def test_checks_imported_after_a_patch_still_use_the_real_torch(monkeypatch, cap
     late = importlib.import_module("gradelib.checks.attention")
     assert_rejected(late.check_causal_mask, lambda T, device=None: torch.ones(T, T, dtype=torch.bool).tril(-1), capsys,
                     "diagonal must be True")
+
+
+# --- one mistake costs one exercise (issue #14, §6) -------------------------------------------
+# In the notebook, MultiHeadAttention and kv_cache_decode_step call the student's scaled_dot_product_attention
+# (and perhaps causal_mask) through the notebook's globals. `notebook` builds such a namespace.
+
+SDPA_WITHOUT_SCALE = '''
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+'''
+SDPA_RIGHT = SDPA_WITHOUT_SCALE.replace("k.transpose(-2, -1)", "k.transpose(-2, -1) / math.sqrt(q.shape[-1])")
+FLOAT_CAUSAL_MASK = '''
+def causal_mask(T, device=None):
+    return torch.zeros(T, T).masked_fill(torch.ones(T, T).triu(1).bool(), float("-inf"))
+'''
+BOOL_CAUSAL_MASK = '''
+def causal_mask(T, device=None):
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+'''
+MHA = '''
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model, num_heads):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, d_model // num_heads
+        self.w_q, self.w_k, self.w_v, self.w_o = (nn.Linear(d_model, d_model) for _ in range(4))
+
+    def forward(self, query, key, value, mask=None):
+        q = split_heads(self.w_q(query), self.num_heads)
+        k = split_heads(self.w_k(key), self.num_heads)
+        v = split_heads(self.w_v(value), self.num_heads)
+        heads, weights = scaled_dot_product_attention(q, k, v, mask)
+        return self.w_o(merge_heads(heads)), weights
+'''
+KV_STEP = '''
+def kv_cache_decode_step(mha, x_new, cache=None):
+    q, k, v = (split_heads(w(x_new), mha.num_heads) for w in (mha.w_q, mha.w_k, mha.w_v))
+    if cache is not None:
+        k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+    T_new, T_total = q.shape[2], k.shape[2]
+    mask = causal_mask(T_total)[-T_new:]
+    heads, _ = scaled_dot_product_attention(q, k, v, mask)
+    return mha.w_o(merge_heads(heads)), KVCache(k, v)
+'''
+
+
+def notebook(*sources: str) -> dict:
+    """The globals of a notebook whose cells are ``sources`` (after the set-up cell's imports)."""
+    namespace = {"__name__": "__main__", "math": math, "torch": torch, "nn": nn, "split_heads": ref.split_heads,
+                 "merge_heads": ref.merge_heads, "KVCache": ref.KVCache}
+    for source in sources:
+        exec(source, namespace)
+    return namespace
+
+
+def test_a_missing_scale_in_exercise_1_does_not_cost_exercises_4_and_6(capsys):
+    nb = notebook(SDPA_WITHOUT_SCALE, BOOL_CAUSAL_MASK, MHA, KV_STEP)
+    assert checks.check_multi_head_attention(nb["MultiHeadAttention"], points=3) == 3.0
+    printed = capsys.readouterr().out
+    assert "✗" not in printed and "fix exercise 1 (scaled_dot_product_attention)" in printed
+    assert printed.count("note:") == 1                       # once per check, not once per case
+    assert checks.check_kv_cache_decode_step(nb["kv_cache_decode_step"], points=3, seed=99) == 3.0
+    assert "fix exercise 1 (scaled_dot_product_attention)" in capsys.readouterr().out
+    # the notebook's own functions are back in place after the check
+    assert nb["scaled_dot_product_attention"].__globals__ is nb
+
+
+def test_a_float_mask_from_exercise_2_does_not_zero_exercise_6(capsys):
+    nb = notebook(SDPA_RIGHT, FLOAT_CAUSAL_MASK, MHA, KV_STEP)
+    assert checks.check_kv_cache_decode_step(nb["kv_cache_decode_step"], points=3) == 3.0
+    printed = capsys.readouterr().out
+    assert "fix exercise 2 (causal_mask)" in printed and "exercise 1" not in printed
+
+
+def test_a_wrong_exercise_4_still_fails_with_its_own_diagnosis(capsys):
+    wrong_merge = MHA.replace("merge_heads(heads)", "heads.reshape(query.shape)")
+    nb = notebook(SDPA_WITHOUT_SCALE, BOOL_CAUSAL_MASK, wrong_merge)
+    assert_rejected(checks.check_multi_head_attention, nb["MultiHeadAttention"], capsys, "merged without the transpose")
+
+
+def test_right_pieces_give_no_note(capsys):
+    nb = notebook(SDPA_RIGHT, BOOL_CAUSAL_MASK, MHA, KV_STEP)
+    assert checks.check_multi_head_attention(nb["MultiHeadAttention"], points=3) == 3.0
+    assert checks.check_kv_cache_decode_step(nb["kv_cache_decode_step"], points=3) == 3.0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_mha_merged_without_the_transpose_is_named(capsys):
+    class NoTransposeMerge(MHATemplate):
+        def forward(self, query, key, value, mask=None):
+            q, k, v = self.split(self.w_q(query)), self.split(self.w_k(key)), self.split(self.w_v(value))
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            return self.w_o((weights @ v).reshape(query.shape)), weights
+
+    assert_rejected(checks.check_multi_head_attention, NoTransposeMerge, capsys, "merged without the transpose")
+
+
+# --- trivial cases earn little ----------------------------------------------------------------
+
+
+def test_trivial_cases_are_not_cases_of_their_own(capsys):
+    upper = lambda T: torch.ones(T, T, dtype=torch.bool).triu()  # noqa: E731  right at T = 1 only
+    with pytest.raises(CheckFailed) as failure:
+        checks.check_causal_mask(upper, points=1)
+    assert failure.value.score == 0
+    identity = lambda x, positions=None: x.clone()  # noqa: E731  right at position 0 only
+    with pytest.raises(CheckFailed) as failure:
+        checks.check_apply_rope(identity, points=2)
+    assert failure.value.score == 0
+    assert "does not change with the offset" in capsys.readouterr().out
+
+
+# --- RoPE frequencies ---------------------------------------------------------------------------
+
+
+def rope_with_theta(theta_of):
+    def rope(x, positions=None):
+        T, D = x.shape[-2], x.shape[-1]
+        pos = torch.arange(T) if positions is None else positions
+        angles = pos.double()[:, None] * theta_of(D)
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        a, b = x[..., 0::2].double(), x[..., 1::2].double()
+        out = torch.empty_like(x)
+        out[..., 0::2], out[..., 1::2] = (a * cos - b * sin).to(x.dtype), (a * sin + b * cos).to(x.dtype)
+        return out
+    return rope
+
+
+@pytest.mark.parametrize(
+    ("theta_of", "diagnosis"),
+    [
+        (lambda D: 10000.0 ** (-torch.arange(D // 2, dtype=torch.float64) / D), "wrong frequencies: the exponent of pair i is 2i/D (i counts pairs, 0 … D/2 − 1); yours is i/D"),
+        (lambda D: 10000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64) * 2 / D), "wrong frequencies: the exponent of pair i is 2i/D with i counting pairs; yours counts features"),
+        (lambda D: 10000.0 ** (torch.arange(0, D, 2, dtype=torch.float64) / D), "wrong frequencies: they must fall with i (10000 to a negative power); yours grow"),
+        (lambda D: torch.ones(D // 2, dtype=torch.float64), "wrong frequencies: every pair turns at the same rate"),
+        (lambda D: 1000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64) / D), "each pair is rotated, but by the wrong angles"),
+    ],
+    ids=["pair-exponent-halved", "feature-index", "growing", "constant", "other-base"],
+)
+def test_rope_wrong_frequencies_are_named(theta_of, diagnosis, capsys):
+    assert_rejected(checks.check_apply_rope, rope_with_theta(theta_of), capsys, diagnosis)
+
+
+def test_rope_right_frequencies_pass():
+    assert checks.check_apply_rope(rope_with_theta(lambda D: 10000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)),
+                                   points=2, seed=11) == 2.0
+
+
+# --- the transformer block (exercise 7) --------------------------------------------------------
+
+BLOCK = '''
+class TransformerBlock(nn.Module):
+    def __init__(self, d_model, num_heads, d_ff):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, num_heads)
+        self.attn_norm = nn.LayerNorm(d_model)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.ffn_in = nn.Linear(d_model, d_ff)
+        self.ffn_out = nn.Linear(d_ff, d_model)
+
+    def forward(self, x, mask=None):
+        a = self.attn_norm(x)
+        h = x + self.self_attn(a, a, a, mask=mask)[0]
+        return h + self.ffn_out(torch.relu(self.ffn_in(self.ffn_norm(h))))
+'''
+
+
+def test_block_accepts_a_right_block(capsys):
+    nb = notebook(SDPA_RIGHT, MHA, BLOCK)
+    assert checks.check_transformer_block(nb["TransformerBlock"], points=3) == 3.0
+    assert checks.check_transformer_block(nb["TransformerBlock"], points=3, seed=5) == 3.0
+    assert "note:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "diagnosis"),
+    [
+        ("a = self.attn_norm(x)\n        h = x + self.self_attn(a, a, a, mask=mask)[0]\n        return h + self.ffn_out(torch.relu(self.ffn_in(self.ffn_norm(h))))",
+         "h = self.attn_norm(x + self.self_attn(x, x, x, mask=mask)[0])\n        return self.ffn_norm(h + self.ffn_out(torch.relu(self.ffn_in(h))))",
+         "post-norm"),
+        ("h = x + self.self_attn", "h = self.self_attn", "residual connection around attention is missing"),
+        ("return h + self.ffn_out", "return self.ffn_out", "residual connection around the FFN is missing"),
+        ("torch.relu(self.ffn_in(self.ffn_norm(h)))", "self.ffn_in(self.ffn_norm(h))", "no activation"),
+        ("torch.relu(", "torch.nn.functional.gelu(", "GELU"),
+        ("h = x + self", "h = a + self", "adds the normalised input"),
+        ("self.ffn_norm(h)", "self.attn_norm(h)", "one LayerNorm is used for both"),
+        ("self.ffn_norm(h)", "self.ffn_norm(x)", "the FFN reads x, not h"),
+        ("mask=mask)[0]", "mask=None)[0]", "mask is not passed"),
+        ("return h + self", "return (h + self", "shape"),
+    ],
+    ids=["post-norm", "no-attention-residual", "no-ffn-residual", "no-activation", "gelu", "normalised-residual",
+         "shared-norm", "ffn-reads-x", "no-mask", "broken"],
+)
+def test_block_rejects_wrong_blocks(old, new, diagnosis, capsys):
+    source = BLOCK.replace(old, new)
+    if diagnosis == "shape":   # a syntax slip is not a block; instead: return a tuple
+        source = BLOCK.replace("return h + self.ffn_out(torch.relu(self.ffn_in(self.ffn_norm(h))))",
+                               "return h + self.ffn_out(torch.relu(self.ffn_in(self.ffn_norm(h)))), None")
+        diagnosis = "not a tuple"
+    assert source != BLOCK
+    nb = notebook(SDPA_RIGHT, MHA, source)
+    assert_rejected(checks.check_transformer_block, nb["TransformerBlock"], capsys, diagnosis)
+
+
+def test_a_wrong_exercise_4_does_not_cost_the_block(capsys):
+    nb = notebook(SDPA_RIGHT, MHA.replace("merge_heads(heads)", "heads.reshape(query.shape)"), BLOCK)
+    assert checks.check_transformer_block(nb["TransformerBlock"], points=3) == 3.0
+    assert "fix exercise 4 (MultiHeadAttention)" in capsys.readouterr().out
+    nb = notebook(SDPA_WITHOUT_SCALE, MHA, BLOCK)
+    assert checks.check_transformer_block(nb["TransformerBlock"], points=3) == 3.0
+    assert "fix exercise 1 (scaled_dot_product_attention)" in capsys.readouterr().out
+
+
+def test_a_block_with_a_changed_submodule_is_told_so(capsys):
+    nb = notebook(SDPA_RIGHT, MHA, BLOCK.replace("self.ffn_in = nn.Linear(d_model, d_ff)", "self.ffn_in = nn.Linear(d_model, 2 * d_ff)"))
+    assert_rejected(checks.check_transformer_block, nb["TransformerBlock"], capsys, "no longer load")
+
+
+def test_block_built_on_the_reference_is_caught(capsys):
+    assert_rejected(checks.check_transformer_block, type("Sub", (ref.TransformerBlock,), {}), capsys, "gradelib.reference")
+
+    class UsesFeedForward(nn.Module):
+        def __init__(self, d_model, num_heads, d_ff):
+            super().__init__()
+            self.self_attn = ref.MultiHeadAttention(d_model, num_heads)
+            self.attn_norm, self.ffn_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+            self.ffn = ref.FeedForward(d_model, d_ff)
+            self.ffn_in, self.ffn_out = self.ffn.w_1, self.ffn.w_2
+
+        def forward(self, x, mask=None):
+            a = self.attn_norm(x)
+            h = x + self.self_attn(a, a, a, mask=mask)[0]
+            return h + self.ffn(self.ffn_norm(h))
+
+    assert_rejected(checks.check_transformer_block, UsesFeedForward, capsys, "gradelib.reference")
+
+
+def test_tiny_transformer_trains_with_a_notebook_block():
+    nb = notebook(SDPA_RIGHT, MHA, BLOCK)
+    torch.manual_seed(0)
+    model = ref.TinyTransformer(vocab_size=7, d_model=16, num_heads=2, num_layers=2, max_len=6, block_cls=nb["TransformerBlock"])
+    assert all(type(b).__name__ == "TransformerBlock" and type(b) is not ref.TransformerBlock for b in model.blocks)
+    tokens = torch.randint(0, 7, (3, 6))
+    is_token = torch.ones(3, 6, dtype=torch.bool)
+    is_token[0, 4:] = False
+    logits = model(tokens, padding_mask=is_token)
+    assert logits.shape == (3, 6, 7)
+    maps = model.attention_maps()
+    assert len(maps) == 2 and maps[0].shape == (3, 2, 6, 6) and not maps[0].requires_grad
+    assert float(maps[0][0, :, :, 4:].abs().max()) == 0.0       # nobody attends to the pads
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

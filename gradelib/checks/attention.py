@@ -29,6 +29,121 @@ def _random_mask(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
+# One mistake costs one exercise. The notebook's later exercises call the student's earlier ones through
+# the notebook's globals (MultiHeadAttention calls scaled_dot_product_attention, a KV step may call
+# causal_mask, the block builds MultiHeadAttention). A check first runs the answer as it is; where that
+# fails, it runs it again with gradelib's reference swapped in for those earlier pieces and grades that run.
+# When the reference pieces make the answer right, the answer passes and a note names the earlier exercise
+# that broke it.
+
+#: name in the notebook -> (the exercise that writes it, the reference that stands in for it)
+EARLIER_PIECES = {
+    "scaled_dot_product_attention": ("exercise 1 (scaled_dot_product_attention)", ref.scaled_dot_product_attention),
+    "causal_mask": ("exercise 2 (causal_mask)", ref.causal_mask),
+    "MultiHeadAttention": ("exercise 4 (MultiHeadAttention)", ref.MultiHeadAttention),
+}
+
+
+def _answer_namespaces(answer: object) -> list[dict]:
+    """The global namespaces the answer's own code reads: the notebook's, for an answer written in one.
+
+    gradelib's and torch's own modules are left alone (an answer that is a copy of the reference already
+    reads the reference's pieces)."""
+    functions = []
+    if isinstance(answer, type):
+        for klass in answer.__mro__:
+            if klass.__module__.split(".")[0] in ("builtins", "torch", "gradelib"):
+                continue
+            for member in vars(klass).values():
+                member = getattr(member, "__func__", member)
+                if isinstance(member, property):
+                    member = member.fget
+                functions.append(member)
+    else:
+        functions.append(getattr(getattr(answer, "func", answer), "__func__", getattr(answer, "func", answer)))
+    spaces: dict[int, dict] = {}
+    for function in functions:
+        space = getattr(function, "__globals__", None)
+        if isinstance(space, dict) and not str(space.get("__name__", "")).startswith(("gradelib", "torch")):
+            spaces[id(space)] = space
+    return list(spaces.values())
+
+
+class _Swapped:
+    """Within ``with``, the answer's namespaces hold the reference for the given earlier pieces."""
+
+    def __init__(self, answer: object, names):
+        self.spaces = _answer_namespaces(answer)
+        self.names = [name for name in names if any(name in space for space in self.spaces)]
+        self.saved: list[tuple[dict, str, object]] = []
+
+    def __enter__(self):
+        for space in self.spaces:
+            for name in self.names:
+                if name in space:
+                    self.saved.append((space, name, space[name]))
+                    space[name] = EARLIER_PIECES[name][1]
+        return self
+
+    def __exit__(self, *exc):
+        for space, name, value in reversed(self.saved):
+            space[name] = value
+        return False
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}")
+
+
+def _with_earlier_pieces(answer: object, names, attempt: Callable[[], "str | None"], what: str, noted: set) -> str | None:
+    """Grade ``attempt`` (which runs the answer and returns a diagnosis or None) so that a mistake in an
+    earlier exercise (``names``, keys of EARLIER_PIECES) does not cost this one; ``noted`` keeps a check's
+    note about an earlier exercise from being printed once per case."""
+    failure = None
+    try:
+        own = attempt()
+    except ReferenceUsed:
+        raise
+    except Exception as error:
+        failure, own = error, f"raised {type(error).__name__}: {error}"
+    if own is None:
+        return None
+    swap = _Swapped(answer, names)
+    if not swap.names:
+        if failure is not None:
+            raise failure
+        return own
+    with swap:
+        fixed = attempt()
+    if fixed is not None:
+        return fixed
+    culprits = []
+    # The earliest exercise first: a block whose MultiHeadAttention is right but fed a wrong exercise 1 names exercise 1.
+    for name in [piece for piece in EARLIER_PIECES if piece in swap.names]:
+        with _Swapped(answer, [name]):
+            try:
+                alone = attempt()
+            except Exception:
+                alone = "failed"
+        if alone is None:
+            culprits = [name]
+            break
+    culprits = culprits or swap.names
+    exercises = " and ".join(EARLIER_PIECES[name][0] for name in culprits)
+    if exercises in noted:
+        return None
+    noted.add(exercises)
+    _note(f"{what} is right when it uses gradelib's reference for {exercises}; with yours it fails "
+          f"({_short(own)}). It earns its points here: fix {exercises}.")
+    return None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ----------------------------------------------------------------------------------------------
 # Exercise: scaled dot-product attention
 
 
@@ -158,8 +273,10 @@ def _causal_case(fn, T: int) -> str | None:
 @exercise("Causal mask", reference=ref.causal_mask)
 def check_causal_mask(fn: Callable, points: float = 1, seed: int = 0) -> list[Case]:
     """Check ``fn(T) -> (T, T) bool`` with True where position i may attend to position j ≤ i."""
-    sizes = [1, 5 + seed % 4, 16 + seed % 7]
-    cases = [(f"T = {T}", (lambda T=T: _causal_case(fn, T))) for T in sizes]
+    small, large = 5 + seed % 4, 16 + seed % 7
+    # T = 1 (which almost any mask passes) is part of a case, not a case of its own.
+    cases = [(f"T = 1 and T = {small}", lambda: _causal_case(fn, 1) or _causal_case(fn, small)),
+             (f"T = {large}", lambda: _causal_case(fn, large))]
     return cases
 
 
@@ -230,23 +347,34 @@ def _mha_variants(mha: ref.MultiHeadAttention, query, key, value, mask):
     def heads_scrambled(x):
         return x.reshape(B, H, -1, d)
 
-    def run(split, scale, project=True, m=mask):
+    def merge_ok(x):
+        return x.transpose(1, 2).reshape(B, T_q, D)
+
+    def merge_scrambled(x):
+        return x.reshape(B, T_q, D)
+
+    def run(split, scale, project=True, m=mask, merge=merge_ok):
         qh, kh, vh = split(q), split(k), split(v)
         scores = qh @ kh.transpose(-2, -1) / scale
         if m is not None:
             scores = scores.masked_fill(~m, float("-inf"))
-        out = (_softmax(scores, dim=-1) @ vh).transpose(1, 2).reshape(B, T_q, D)
+        out = merge(_softmax(scores, dim=-1) @ vh)
         return mha.w_o(out) if project else out
 
     return [
         ("scale by √head_dim (the per-head d_k), not √d_model", run(heads_ok, math.sqrt(D))),
         ("the output projection w_o is missing", run(heads_ok, math.sqrt(d), project=False)),
+        ("heads are merged without the transpose: (B, H, T, head_dim) must become (B, T, H, head_dim) "
+         "(transpose(1, 2)) before the reshape to (B, T, d_model)", run(heads_ok, math.sqrt(d), merge=merge_scrambled)),
+        ("heads are split (and merged) by a reshape alone: view as (B, T, H, head_dim), then transpose to (B, H, T, head_dim)",
+         run(heads_scrambled, math.sqrt(d), merge=merge_scrambled)),
         ("heads are split incorrectly: view as (B, T, H, head_dim), then transpose to (B, H, T, head_dim)", run(heads_scrambled, math.sqrt(d))),
         ("the mask is not applied (or not broadcast to every head)", run(heads_ok, math.sqrt(d), m=None)),
     ]
 
 
-def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.Generator, mask_kind: str | None) -> str | None:
+def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.Generator, mask_kind: str | None,
+              noted: set) -> str | None:
     torch_mha = torch.nn.MultiheadAttention(d_model, num_heads, batch_first=True)
     with torch.no_grad():
         for p in torch_mha.parameters():
@@ -254,14 +382,6 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
     if issubclass(cls, ref.MultiHeadAttention):
         raise ReferenceUsed("your answer calls gradelib.reference's MultiHeadAttention (your class is or subclasses it): "
                             "the module must be your own code")
-    student = cls(d_model, num_heads)
-    for name in ("w_q", "w_k", "w_v", "w_o"):
-        if not isinstance(getattr(student, name, None), torch.nn.Linear):
-            return f"{cls.__name__} needs an nn.Linear attribute {name} (d_model -> d_model)"
-    ref.load_torch_mha_weights(student, torch_mha)
-    reference = ref.MultiHeadAttention(d_model, num_heads)
-    ref.load_torch_mha_weights(reference, torch_mha)
-
     B = 2
     query = _randn(B, T_q, d_model, generator=gen)
     key = query if T_q == T_k else _randn(B, T_k, d_model, generator=gen)
@@ -271,35 +391,51 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
     elif mask_kind == "padding":
         mask = _random_mask((B, 1, 1, T_k), gen)
     with torch.no_grad():
-        result = student(query, key, key, mask=mask) if mask is not None else student(query, key, key)
-        out, weights = unpack_pair(result, "forward")
         # nn.MultiheadAttention takes a boolean mask with True = *not* allowed: hence the ~.
         torch_mask = None if mask is None else ~mask.expand(B, num_heads, T_q, T_k).reshape(B * num_heads, T_q, T_k)
         want_out, want_w = torch_mha(query, key, key, attn_mask=torch_mask, average_attn_weights=False)
-    problem = tensor_problem(out, "output", want_out.shape) or tensor_problem(weights, "weights", want_w.shape)
-    if problem:
-        return problem
+    reference = ref.MultiHeadAttention(d_model, num_heads)
+    ref.load_torch_mha_weights(reference, torch_mha)
 
-    def variants():
+    def attempt() -> str | None:
+        student = cls(d_model, num_heads)
+        for name in ("w_q", "w_k", "w_v", "w_o"):
+            if not isinstance(getattr(student, name, None), torch.nn.Linear):
+                return f"{cls.__name__} needs an nn.Linear attribute {name} (d_model -> d_model)"
+        ref.load_torch_mha_weights(student, torch_mha)
         with torch.no_grad():
-            return _mha_variants(reference, query, key, key, mask)
+            result = student(query, key, key, mask=mask) if mask is not None else student(query, key, key)
+        out, weights = unpack_pair(result, "forward")
+        problem = tensor_problem(out, "output", want_out.shape) or tensor_problem(weights, "weights", want_w.shape)
+        if problem:
+            return problem
 
-    diagnosis = compare_case(out, want_out, 1e-4, variants, "output differs from nn.MultiheadAttention with the same weights")
-    if diagnosis:
-        return diagnosis
-    return None if close(weights, want_w, 1e-4) else "output matches but the per-head weights (B, H, T_q, T_k) do not"
+        def variants():
+            with torch.no_grad():
+                return _mha_variants(reference, query, key, key, mask)
+
+        diagnosis = compare_case(out, want_out, 1e-4, variants, "output differs from nn.MultiheadAttention with the same weights")
+        if diagnosis:
+            return diagnosis
+        return None if close(weights, want_w, 1e-4) else "output matches but the per-head weights (B, H, T_q, T_k) do not"
+
+    return _with_earlier_pieces(cls, ("scaled_dot_product_attention", "causal_mask"), attempt, "your MultiHeadAttention", noted)
 
 
 @exercise("Multi-head attention", reference=ref.MultiHeadAttention)
 def check_multi_head_attention(cls: type, points: float = 3, seed: int = 0) -> list[Case]:
-    """Check a ``MultiHeadAttention(d_model, num_heads)`` module against ``nn.MultiheadAttention``."""
+    """Check a ``MultiHeadAttention(d_model, num_heads)`` module against ``nn.MultiheadAttention``.
+
+    The module is graded with gradelib's scaled_dot_product_attention swapped in where the student's
+    (exercise 1) makes it fail, so a slip there costs exercise 1 only."""
     gen = generator(seed)
     T = 5 + seed % 3
+    noted: set = set()
     cases = [
-        ("self-attention, 4 heads, matches nn.MultiheadAttention", lambda: _mha_case(cls, 16, 4, T, T, gen, None)),
-        ("cross-attention (T_q ≠ T_k), 2 heads", lambda: _mha_case(cls, 12, 2, T, T + 3, gen, None)),
-        ("causal mask", lambda: _mha_case(cls, 16, 4, T, T, gen, "causal")),
-        ("key padding mask (B, 1, 1, T_k)", lambda: _mha_case(cls, 16, 8, T, T + 2, gen, "padding")),
+        ("self-attention, 4 heads, matches nn.MultiheadAttention", lambda: _mha_case(cls, 16, 4, T, T, gen, None, noted)),
+        ("cross-attention (T_q ≠ T_k), 2 heads", lambda: _mha_case(cls, 12, 2, T, T + 3, gen, None, noted)),
+        ("causal mask", lambda: _mha_case(cls, 16, 4, T, T, gen, "causal", noted)),
+        ("key padding mask (B, 1, 1, T_k)", lambda: _mha_case(cls, 16, 8, T, T + 2, gen, "padding", noted)),
     ]
     return cases
 
@@ -308,12 +444,40 @@ def check_multi_head_attention(cls: type, points: float = 3, seed: int = 0) -> l
 # Exercise: rotary position embedding (RoPE)
 
 
-def _rope_half_split(x, positions):
+def _rope_with_frequencies(x: torch.Tensor, positions: torch.Tensor, theta: torch.Tensor, *, half_split: bool = False) -> torch.Tensor:
+    """Rotate pairs of x by positions × theta (adjacent pairs, or (i, i + D/2) pairs with half_split)."""
     D = x.shape[-1]
-    angles = ref.rope_angles(int(positions.max()) + 1, D).to(x.dtype)[positions]
+    angles = positions.to(torch.float64)[:, None] * theta.to(torch.float64)[None, :]
     cos, sin = torch.cos(angles), torch.sin(angles)
-    first, second = x[..., : D // 2], x[..., D // 2:]
-    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+    xd = x.double()
+    if half_split:
+        first, second = xd[..., : D // 2], xd[..., D // 2:]
+        return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+    even, odd = xd[..., 0::2], xd[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
+def _rope_frequency_variants(x: torch.Tensor, pos: torch.Tensor):
+    """RoPE with the usual wrong frequencies, each with its diagnosis."""
+    D = x.shape[-1]
+    pair = torch.arange(D // 2, dtype=torch.float64)
+    wrong = [
+        ("wrong frequencies: the exponent of pair i is 2i/D (i counts pairs, 0 … D/2 − 1); yours is i/D, "
+         "so the frequencies fall too slowly", 10000.0 ** (-pair / D)),
+        ("wrong frequencies: the exponent of pair i is 2i/D with i counting pairs; yours counts features "
+         "(4i/D), so the frequencies fall twice as fast", 10000.0 ** (-4 * pair / D)),
+        ("wrong frequencies: they must fall with i (10000 to a negative power); yours grow", 10000.0 ** (2 * pair / D)),
+        ("wrong frequencies: every pair turns at the same rate; pair i must turn more slowly as i grows", torch.ones(D // 2, dtype=torch.float64)),
+        ("wrong frequencies: the exponent divides by D, the size of the rotated vector (its last dimension)",
+         10000.0 ** (-2 * pair / (D // 2))),
+    ]
+    return [(diagnosis, _rope_with_frequencies(x, pos, theta)) for diagnosis, theta in wrong]
+
+
+def _pairs_rotated(got: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether each adjacent pair of ``got`` has the length of the same pair of ``x`` (some rotation of it)."""
+    norms = lambda t: (t[..., 0::2].double() ** 2 + t[..., 1::2].double() ** 2).sqrt()  # noqa: E731
+    return close(norms(got), norms(x), 1e-4)
 
 
 def _rope_case(fn, x: torch.Tensor, positions: torch.Tensor | None) -> str | None:
@@ -326,16 +490,31 @@ def _rope_case(fn, x: torch.Tensor, positions: torch.Tensor | None) -> str | Non
         return None
     pos = positions if positions is not None else torch.arange(x.shape[-2])
     if not close(got.norm(dim=-1), x.norm(dim=-1), 1e-4):
-        return "vector norms change: RoPE only rotates each pair (x[2i], x[2i+1]), cos and sin of one angle"
+        return "vector norms change: RoPE only rotates each pair (x[2i], x[2i+1]), by an angle that depends on the position"
     if close(got, ref.apply_rope(x, -pos), 1e-4):
-        return "rotation direction reversed: the pair becomes (x0·cos θ − x1·sin θ, x0·sin θ + x1·cos θ)"
+        return "rotation direction reversed: a positive angle turns (1, 0) towards (0, 1)"
     if close(got, _rope_half_split(x, pos), 1e-4):
         return "you rotate (i, i + D/2) pairs (the GPT-NeoX convention); this exercise rotates adjacent pairs (2i, 2i+1)"
     if positions is not None and close(got, ref.apply_rope(x), 1e-4):
         return "the positions argument is ignored"
     if close(got, ref.apply_rope(x, pos + 1), 1e-4):
         return "positions are off by one: the first position is 0 and is not rotated"
+    diagnosis = first_match(got, _rope_frequency_variants(x, pos), 1e-4)
+    if diagnosis:
+        return diagnosis
+    if _pairs_rotated(got, x):
+        if close(got[..., :1, :], x[..., :1, :], 1e-4) and pos[0] == 0:
+            return "each pair is rotated, but by the wrong angles: check the frequency θ_i of each pair (position 0 is right)"
+        return "each pair is rotated, but by the wrong angles: check the frequencies θ_i and the positions"
     return f"differs from RoPE (max error {max_abs_diff(got, want):.3g})"
+
+
+def _rope_half_split(x, positions):
+    D = x.shape[-1]
+    angles = ref.rope_angles(int(positions.max()) + 1, D).to(x.dtype)[positions]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    first, second = x[..., : D // 2], x[..., D // 2:]
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
 def _rope_relative_case(fn, gen: torch.Generator) -> str | None:
@@ -354,6 +533,9 @@ def _rope_relative_case(fn, gen: torch.Generator) -> str | None:
     scores = [score(m, m - 3) for m in (3, 7, 20)]
     if max(scores) - min(scores) > 1e-4 * max(1.0, abs(scores[0])):
         return f"⟨RoPE(q, m), RoPE(k, m−3)⟩ changes with m ({scores[0]:.3f}, {scores[1]:.3f}, {scores[2]:.3f}): it must depend on m − n only"
+    # An answer that ignores positions (the identity) has this property trivially: the score must also see m − n.
+    if abs(score(5, 5) - scores[0]) <= 1e-4 * max(1.0, abs(scores[0])):
+        return "⟨RoPE(q, m), RoPE(k, n)⟩ does not change with the offset m − n: the rotation must depend on the position"
     return None
 
 
@@ -363,9 +545,13 @@ def check_apply_rope(fn: Callable, points: float = 2, seed: int = 0) -> list[Cas
     gen = generator(seed)
     x = _randn(2, 3, 6 + seed % 3, 8, generator=gen)
     positions = torch.randperm(40, generator=gen)[: 6 + seed % 3]
+
+    def default_positions():
+        # Position 0 alone (the trivial case, which almost any answer passes) is part of this case, not one of its own.
+        return _rope_case(fn, x[..., :1, :], None) or _rope_case(fn, x, None)
+
     cases = [
-        ("position 0 leaves the vector unchanged", lambda: _rope_case(fn, x[..., :1, :], None)),
-        ("matches RoPE on (B, H, T, D) with default positions", lambda: _rope_case(fn, x, None)),
+        ("matches RoPE on (B, H, T, D) with default positions (position 0 unchanged)", default_positions),
         ("uses explicit positions", lambda: _rope_case(fn, x, positions)),
         ("relative-position property", lambda: _rope_relative_case(fn, gen)),
     ]
@@ -376,7 +562,7 @@ def check_apply_rope(fn: Callable, points: float = 2, seed: int = 0) -> list[Cas
 # Exercise: KV-cache decoding
 
 
-def _kv_case(fn, chunk: int, gen: torch.Generator) -> str | None:
+def _kv_case(fn, chunk: int, gen: torch.Generator, noted: set) -> str | None:
     d_model, num_heads, T, B = 16, 4, 7, 2
     mha = ref.MultiHeadAttention(d_model, num_heads)
     with torch.no_grad():
@@ -385,34 +571,39 @@ def _kv_case(fn, chunk: int, gen: torch.Generator) -> str | None:
     x = _randn(B, T, d_model, generator=gen)
     with torch.no_grad():
         full, _ = mha(x, x, x, mask=ref.causal_mask(T))
-        cache, outputs = None, []
-        for start in range(0, T, chunk):
-            x_new = x[:, start:start + chunk]
-            result = fn(mha, x_new, cache)
-            y, cache = unpack_pair(result, "kv_cache_decode_step")
-            problem = tensor_problem(y, "y_new", x_new.shape)
-            if problem:
-                return problem
-            if not isinstance(cache, ref.KVCache):
-                return f"return the updated cache as a KVCache, got {type(cache).__name__}"
-            seen = start + x_new.shape[1]
-            shape = (B, num_heads, seen, d_model // num_heads)
-            if tuple(cache.k.shape) != shape or tuple(cache.v.shape) != shape:
-                return f"after {seen} tokens the cache k/v should be {shape}, got {tuple(cache.k.shape)}"
-            outputs.append(y)
-    got = torch.cat(outputs, dim=1)
 
-    def variants():
-        return [("within a chunk of several new tokens each may only see earlier ones: apply a causal mask inside the chunk",
-                 _kv_without_mask_in_chunks(mha, x, chunk))] if chunk > 1 else []
+    def attempt() -> str | None:
+        with torch.no_grad():
+            cache, outputs = None, []
+            for start in range(0, T, chunk):
+                x_new = x[:, start:start + chunk]
+                result = fn(mha, x_new, cache)
+                y, cache = unpack_pair(result, "kv_cache_decode_step")
+                problem = tensor_problem(y, "y_new", x_new.shape)
+                if problem:
+                    return problem
+                if not isinstance(cache, ref.KVCache):
+                    return f"return the updated cache as a KVCache, got {type(cache).__name__}"
+                seen = start + x_new.shape[1]
+                shape = (B, num_heads, seen, d_model // num_heads)
+                if tuple(cache.k.shape) != shape or tuple(cache.v.shape) != shape:
+                    return f"after {seen} tokens the cache k/v should be {shape}, got {tuple(cache.k.shape)}"
+                outputs.append(y)
+        got = torch.cat(outputs, dim=1)
 
-    def otherwise():
-        first_wrong = next(t for t in range(T) if not close(got[:, t], full[:, t], 1e-5))
-        if first_wrong == 0 and chunk == 1:
-            return "the first token is already wrong: it must attend to itself (append its k, v before attending)"
-        return f"differs from full causal attention from token {first_wrong} on (max error {max_abs_diff(got, full):.3g})"
+        def variants():
+            return [("within a chunk of several new tokens each may only see earlier ones: apply a causal mask inside the chunk",
+                     _kv_without_mask_in_chunks(mha, x, chunk))] if chunk > 1 else []
 
-    return compare_case(got, full, 1e-5, variants, otherwise)
+        def otherwise():
+            first_wrong = next(t for t in range(T) if not close(got[:, t], full[:, t], 1e-5))
+            if first_wrong == 0 and chunk == 1:
+                return "the first token is already wrong: it must attend to itself (append its k, v before attending)"
+            return f"differs from full causal attention from token {first_wrong} on (max error {max_abs_diff(got, full):.3g})"
+
+        return compare_case(got, full, 1e-5, variants, otherwise)
+
+    return _with_earlier_pieces(fn, ("scaled_dot_product_attention", "causal_mask"), attempt, "your kv_cache_decode_step", noted)
 
 
 def _kv_without_mask_in_chunks(mha, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -428,11 +619,136 @@ def _kv_without_mask_in_chunks(mha, x: torch.Tensor, chunk: int) -> torch.Tensor
 
 @exercise("KV-cache decoding", reference=ref.kv_cache_decode_step)
 def check_kv_cache_decode_step(fn: Callable, points: float = 3, seed: int = 0) -> list[Case]:
-    """Check ``fn(mha, x_new, cache) -> (y_new, cache)`` against full causal self-attention."""
+    """Check ``fn(mha, x_new, cache) -> (y_new, cache)`` against full causal self-attention.
+
+    Graded with gradelib's scaled_dot_product_attention and causal_mask swapped in where the student's
+    (exercises 1 and 2) make it fail."""
     gen = generator(seed)
+    noted: set = set()
     cases = [
-        ("token by token equals full causal attention (1e-5)", lambda: _kv_case(fn, 1, gen)),
-        ("chunks of 3 new tokens", lambda: _kv_case(fn, 3, gen)),
+        ("token by token equals full causal attention (1e-5)", lambda: _kv_case(fn, 1, gen, noted)),
+        ("chunks of 3 new tokens", lambda: _kv_case(fn, 3, gen, noted)),
+    ]
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise: the transformer block
+
+
+BLOCK_PARTS = ("self_attn", "attn_norm", "ffn_norm", "ffn_in", "ffn_out")
+
+
+def _block_variants(block: ref.TransformerBlock, x: torch.Tensor, mask):
+    """Plausible wrong blocks, computed with the reference block's weights, each with its diagnosis."""
+    attn, ln1, ln2, w1, w2 = block.self_attn, block.attn_norm, block.ffn_norm, block.ffn.w_1, block.ffn.w_2
+    relu = torch.nn.functional.relu
+    gelu = torch.nn.functional.gelu
+
+    def mha(h, m=mask):
+        return attn(h, h, h, mask=m)[0]
+
+    def ffn(h, activation=relu):
+        return w2(activation(w1(h)))
+
+    h = x + mha(ln1(x))
+    post_h = ln1(x + mha(x))
+    return [
+        ("post-norm: this is LayerNorm(x + sublayer(x)) (the original paper's Add & Norm); the block is pre-norm: "
+         "normalise the sublayer's input, and add its output to the un-normalised x", ln2(post_h + ffn(post_h))),
+        ("the residual connection around attention is missing: h must be x plus the attention sublayer's output",
+         mha(ln1(x)) + ffn(ln2(mha(ln1(x))))),
+        ("the residual connection around the FFN is missing: the output must be h plus the FFN sublayer's output", ffn(ln2(h))),
+        ("both residual connections are missing", ffn(ln2(mha(ln1(x))))),
+        ("the FFN has no activation between its two linear layers (ReLU): without it the FFN is one linear map",
+         h + ffn(ln2(h), activation=lambda t: t)),
+        ("the FFN's activation is GELU; this block uses ReLU", h + ffn(ln2(h), activation=gelu)),
+        ("the residual adds the normalised input: add the sublayer's output to x itself, not to LayerNorm(x)",
+         (lambda h2: ln2(h2) + ffn(ln2(h2)))(ln1(x) + mha(ln1(x)))),
+        ("the residual adds the normalised input: add the sublayer's output to x itself, not to LayerNorm(x)",
+         (lambda h2: h2 + ffn(ln2(h2)))(ln1(x) + mha(ln1(x)))),
+        ("the residual adds the normalised input: add the sublayer's output to h itself, not to LayerNorm(h)",
+         ln2(h) + ffn(ln2(h))),
+        ("one LayerNorm is used for both sublayers: attn_norm before attention, ffn_norm before the FFN",
+         h + ffn(ln1(h))),
+        ("the FFN reads x, not h: it must refine the attention sublayer's output h", h + ffn(ln2(x))),
+        ("the mask is not passed to the attention", (lambda h0: h0 + ffn(ln2(h0)))(x + mha(ln1(x), m=None))),
+        ("LayerNorm is missing: normalise each sublayer's input", (lambda h0: h0 + ffn(h0))(x + mha(x))),
+    ]
+
+
+def _load_block_weights(student: torch.nn.Module, block: ref.TransformerBlock) -> str | None:
+    for name in BLOCK_PARTS:
+        if not isinstance(getattr(student, name, None), torch.nn.Module):
+            return f"keep the submodule {name} that __init__ builds (the check loads its weights)"
+    try:
+        with torch.no_grad():
+            student.self_attn.load_state_dict(block.self_attn.state_dict())
+            student.attn_norm.load_state_dict(block.attn_norm.state_dict())
+            student.ffn_norm.load_state_dict(block.ffn_norm.state_dict())
+            student.ffn_in.load_state_dict(block.ffn.w_1.state_dict())
+            student.ffn_out.load_state_dict(block.ffn.w_2.state_dict())
+    except RuntimeError as error:
+        return f"the submodules built in __init__ were changed, their weights no longer load: {_short(error)}"
+    return None
+
+
+def _block_case(cls, d_model: int, num_heads: int, d_ff: int, T: int, gen: torch.Generator, mask_kind: str | None,
+                noted: set) -> str | None:
+    if issubclass(cls, ref.TransformerBlock):
+        raise ReferenceUsed("your answer calls gradelib.reference's TransformerBlock (your class is or subclasses it): "
+                            "the block must be your own code")
+    block = ref.TransformerBlock(d_model, num_heads, d_ff)
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            noise = _randn(p.shape, generator=gen)
+            # LayerNorm gains around 1 (and not all equal), so that a missing or misplaced norm shows.
+            p.copy_(1 + 0.3 * noise if name.endswith("norm.weight") else 0.3 * noise)
+    B = 2
+    x = _randn(B, T, d_model, generator=gen) * 2 + 0.5
+    mask = None
+    if mask_kind == "causal":
+        mask = ref.causal_mask(T)
+    elif mask_kind == "padding":
+        mask = _random_mask((B, 1, 1, T), gen)
+    with torch.no_grad():
+        want = block(x, mask=mask)
+
+    def attempt() -> str | None:
+        student = cls(d_model, num_heads, d_ff)
+        problem = _load_block_weights(student, block)
+        if problem:
+            return problem
+        with torch.no_grad():
+            got = student(x, mask=mask) if mask is not None else student(x)
+        if isinstance(got, (tuple, list)):
+            return "forward should return the block's output alone, a tensor (B, T, d_model), not a tuple"
+        problem = tensor_problem(got, "output", want.shape)
+        if problem:
+            return problem
+
+        def variants():
+            with torch.no_grad():
+                return _block_variants(block, x, mask)
+
+        return compare_case(got, want, 1e-4, variants, "output differs from the pre-norm block with the same weights")
+
+    return _with_earlier_pieces(cls, ("MultiHeadAttention", "scaled_dot_product_attention", "causal_mask"), attempt,
+                                "your TransformerBlock", noted)
+
+
+@exercise("Transformer block", reference=(ref.TransformerBlock, ref.FeedForward))
+def check_transformer_block(cls: type, points: float = 3, seed: int = 0) -> list[Case]:
+    """Check a pre-norm ``TransformerBlock(d_model, num_heads, d_ff)`` against the reference block with the
+    same weights. Graded with gradelib's MultiHeadAttention swapped in where the student's (exercise 4)
+    makes it fail, so a slip there costs exercise 4 only."""
+    gen = generator(seed)
+    T = 5 + seed % 3
+    noted: set = set()
+    cases = [
+        ("pre-norm block, no mask, matches the reference block", lambda: _block_case(cls, 16, 4, 32, T, gen, None, noted)),
+        ("key padding mask (B, 1, 1, T) reaches the attention", lambda: _block_case(cls, 16, 2, 24, T + 2, gen, "padding", noted)),
+        ("causal mask, another width", lambda: _block_case(cls, 24, 4, 40, T, gen, "causal", noted)),
     ]
     return cases
 

@@ -594,6 +594,10 @@ class TinyTransformer(nn.Module):
         length (sorting, reversing a sequence), logits at position i predict target token i.
     causal=True: position i sees tokens 0..i only; logits at position i predict token i + 1.
 
+    block_cls, if given, replaces the reference TransformerBlock: each block is block_cls(d_model, num_heads, d_ff),
+    with forward(x, mask=None) and a ``self_attn`` module whose weights attention_maps() reports. Such blocks have
+    no forward_cached, so generate() needs use_kv_cache=False with them.
+
     The embeddings are *not* multiplied by sqrt(d_model) as in the paper: there the embedding matrix is
     shared with the output layer and so initialised small, and the factor brings it up to the scale
     of the positional encoding. nn.Embedding is initialised N(0, 1), already on that scale; scaling it
@@ -611,6 +615,7 @@ class TinyTransformer(nn.Module):
         dropout: float = 0.0,
         causal: bool = False,
         attention_cls: type[nn.Module] = MultiHeadAttention,
+        block_cls: type[nn.Module] | None = None,
     ):
         super().__init__()
         d_ff = 4 * d_model if d_ff is None else d_ff
@@ -620,12 +625,29 @@ class TinyTransformer(nn.Module):
         # A buffer, not a parameter: fixed, but moves with .to(device). Not saved: it is recomputable.
         self.register_buffer("positional_encoding", sinusoidal_positional_encoding(max_len, d_model), persistent=False)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(d_model, num_heads, d_ff, dropout, norm_first=True, attention_cls=attention_cls)
-            for _ in range(num_layers)
-        )
+        if block_cls is None:
+            self.blocks = nn.ModuleList(
+                TransformerBlock(d_model, num_heads, d_ff, dropout, norm_first=True, attention_cls=attention_cls)
+                for _ in range(num_layers)
+            )
+        else:
+            # A notebook's own block, built as block_cls(d_model, num_heads, d_ff) (it builds its own attention).
+            self.blocks = nn.ModuleList(block_cls(d_model, num_heads, d_ff) for _ in range(num_layers))
+            for block in self.blocks:
+                if not hasattr(block, "last_attention_weights"):
+                    self._keep_attention_weights(block)
         self.final_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
+
+    @staticmethod
+    def _keep_attention_weights(block: nn.Module) -> None:
+        """Record the weights of a custom block's self_attn in block.last_attention_weights (for attention_maps)."""
+        block.last_attention_weights = None
+
+        def keep(module: nn.Module, inputs: tuple, output: tuple) -> None:
+            block.last_attention_weights = output[1].detach()
+
+        block.self_attn.register_forward_hook(keep)
 
     def _embed(self, tokens: Tensor, start: int) -> Tensor:
         """tokens (B, T) at absolute positions start .. start + T - 1 -> (B, T, d_model)."""
