@@ -623,3 +623,90 @@ def test_tiny_transformer_trains_with_a_notebook_block():
     assert float(maps[0][0, :, :, 4:].abs().max()) == 0.0       # nobody attends to the pads
     logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+# --- derivations ----------------------------------------------------------------------------------
+
+import sympy as sp  # noqa: E402
+
+d_k, sigma_q, sigma_k = sp.symbols("d_k sigma_q sigma_k", positive=True)
+m, n = sp.symbols("m n", integer=True, nonnegative=True)
+theta = sp.symbols("theta", positive=True)
+q1, q2, k1, k2 = sp.symbols("q1 q2 k1 k2", real=True)
+
+
+def rotation(angle):
+    return sp.Matrix([[sp.cos(angle), -sp.sin(angle)], [sp.sin(angle), sp.cos(angle)]])
+
+
+def test_derivation_keys_are_right():
+    """Each key, derived independently: Var of a sum of d_k independent products, and the rotations' product."""
+    # Var(q_j k_j) = E[q_j²] E[k_j²] − (E q_j E k_j)² = σ_q² σ_k²; the d_k products are independent.
+    from sympy.stats import E, Normal
+    Q, K = Normal("Q", 0, sigma_q), Normal("K", 0, sigma_k)
+    one_term = sp.simplify(E((Q * K) ** 2) - E(Q * K) ** 2)
+    assert sp.simplify(one_term - sigma_q**2 * sigma_k**2) == 0
+    assert sp.simplify(sp.sqrt(d_k * one_term / d_k) - sigma_q * sigma_k) == 0
+    product = sp.simplify(rotation(m * theta).T * rotation(n * theta))
+    assert sp.simplify(product - rotation((n - m) * theta)) == sp.zeros(2, 2)
+    q, k = sp.Matrix([q1, q2]), sp.Matrix([k1, k2])
+    score = ((rotation(m * theta) * q).T * (rotation(n * theta) * k))[0]
+    assert sp.simplify(sp.expand_trig(score - RIGHT_SCORE)) == 0
+
+
+@pytest.mark.parametrize("answers", [
+    {"var_qk": d_k * sigma_q**2 * sigma_k**2, "std_scaled": sigma_q * sigma_k},
+    {"var_qk": (sp.sqrt(d_k) * sigma_q * sigma_k) ** 2, "std_scaled": sp.sqrt(d_k * sigma_q**2 * sigma_k**2 / d_k)},
+    {"var_qk": sp.Sum(sigma_q**2 * sigma_k**2, (sp.Symbol("j"), 1, d_k)), "std_scaled": sp.sqrt(sigma_q**2 * sigma_k**2)},
+], ids=["plain", "squared-std", "as-a-sum"])
+def test_derive_scaling_accepts_equivalent_forms(answers, capsys):
+    assert checks.derive_scaling(answers, points=2) == 2.0
+    assert checks.derive_scaling(answers, points=2, seed=17) == 2.0
+
+
+@pytest.mark.parametrize(("answers", "diagnoses"), [
+    ({"var_qk": d_k, "std_scaled": sp.Integer(1)},                 # the unit-variance result, taken as general
+     ["var_qk  <- misses a dependence on sigma_q, sigma_k", "std_scaled  <- misses a dependence on sigma_q, sigma_k"]),
+    ({"var_qk": 2 * d_k * sigma_q**2 * sigma_k**2, "std_scaled": sp.sqrt(d_k) * sigma_q * sigma_k},  # forgot to divide
+     ["var_qk  <- off by a constant factor (×2)", "std_scaled  <- depends on d_k, which it should not"]),
+    ({"var_qk": sigma_q**2 * sigma_k**2, "std_scaled": sigma_q**2 * sigma_k**2},   # one term only; a variance for a std
+     ["var_qk  <- misses a dependence on d_k", "std_scaled  <- correct at σ_q = σ_k = 1 but not in general"]),
+    ({"var_qk": d_k * sigma_q * sigma_k, "std_scaled": sigma_q * sigma_k},         # standard deviations multiplied
+     ["var_qk  <- correct at σ_q = σ_k = 1 but not in general"]),
+], ids=["unit-variance", "factor-2-undivided", "one-term", "stds"])
+def test_derive_scaling_rejects_wrong_forms(answers, diagnoses, capsys):
+    with pytest.raises(CheckFailed):
+        checks.derive_scaling(answers, points=2)
+    printed = capsys.readouterr().out
+    for diagnosis in diagnoses:
+        assert diagnosis in printed, printed
+
+
+RIGHT_SCORE = (q1 * k1 + q2 * k2) * sp.cos((n - m) * theta) + (q2 * k1 - q1 * k2) * sp.sin((n - m) * theta)
+
+
+@pytest.mark.parametrize("answers", [
+    {"angle": (n - m) * theta, "score": RIGHT_SCORE},
+    {"angle": n * theta - m * theta,
+     "score": ((rotation(m * theta) * sp.Matrix([q1, q2])).T * (rotation(n * theta) * sp.Matrix([k1, k2])))[0]},
+    {"angle": -(m - n) * theta, "score": (sp.Matrix([q1, q2]).T * rotation((n - m) * theta) * sp.Matrix([k1, k2]))[0]},
+], ids=["plain", "expanded-product", "matrix-form"])
+def test_derive_rope_accepts_equivalent_forms(answers):
+    assert checks.derive_rope_relative(answers, points=2) == 2.0
+    assert checks.derive_rope_relative(answers, points=2, seed=5) == 2.0
+
+
+@pytest.mark.parametrize(("answers", "diagnoses"), [
+    ({"angle": (m - n) * theta, "score": (q1 * k1 + q2 * k2) * sp.cos((n - m) * theta) - (q2 * k1 - q1 * k2) * sp.sin((n - m) * theta)},
+     ["angle  <- has the wrong sign", "score  <- correct at m = n but not in general"]),
+    ({"angle": (m + n) * theta, "score": (q1 * k1 + q2 * k2) * sp.cos((n - m) * theta)},
+     ["angle  <- correct at m = 0 but not in general", "score  <- correct at m = n but not in general"]),
+    ({"angle": n * theta, "score": q1 * k1 + q2 * k2},
+     ["angle  <- misses a dependence on m", "score  <- misses a dependence on m, n, theta"]),
+], ids=["transposed-rotation", "sum-of-angles", "absolute"])
+def test_derive_rope_rejects_wrong_forms(answers, diagnoses, capsys):
+    with pytest.raises(CheckFailed):
+        checks.derive_rope_relative(answers, points=2)
+    printed = capsys.readouterr().out
+    for diagnosis in diagnoses:
+        assert diagnosis in printed, printed

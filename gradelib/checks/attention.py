@@ -15,6 +15,7 @@ import torch
 
 from gradelib.checks import _core
 from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, ReferenceUsed, tensor_problem, unpack_pair
+from gradelib.checks.derive import derivation, integer, positive, real
 from gradelib.reference import attention as ref
 
 # Bound before student code runs (see gradelib.checks._core), wherever this module is first imported.
@@ -751,6 +752,30 @@ def check_transformer_block(cls: type, points: float = 3, seed: int = 0) -> list
         ("causal mask, another width", lambda: _block_case(cls, 24, 4, 40, T, gen, "causal", noted)),
     ]
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivations (keys verified with SymPy in tests/test_checks_attention.py)
+
+#: Var(q·k) for q, k with independent zero-mean entries of variances σ_q², σ_k²: a sum of d_k independent
+#: products, each of variance σ_q² σ_k²; dividing by √d_k leaves a standard deviation σ_q σ_k, whatever d_k.
+derive_scaling = derivation(
+    "Why √d_k: the variance of q·k",
+    symbols={"d_k": integer(1, 512), "sigma_q": positive(0.2, 5.0), "sigma_k": positive(0.2, 5.0)},
+    expected={"var_qk": "d_k * sigma_q**2 * sigma_k**2", "std_scaled": "sigma_q * sigma_k"},
+    special={"σ_q = σ_k = 1": {"sigma_q": 1, "sigma_k": 1}, "d_k = 1": {"d_k": 1}},
+)
+
+#: R(m)ᵀR(n) = R((n − m)θ) for the 2-D rotation R(m) by the angle mθ, hence
+#: ⟨R(m) q, R(n) k⟩ = qᵀ R((n − m)θ) k = (q₁k₁ + q₂k₂) cos((n − m)θ) + (q₂k₁ − q₁k₂) sin((n − m)θ).
+derive_rope_relative = derivation(
+    "RoPE: rotations by mθ and nθ leave a relative angle",
+    symbols={"m": integer(0, 64), "n": integer(0, 64), "theta": positive(0.01, 1.0),
+             "q1": real(), "q2": real(), "k1": real(), "k2": real()},
+    expected={"angle": "(n - m) * theta",
+              "score": "(q1*k1 + q2*k2) * cos((n - m)*theta) + (q2*k1 - q1*k2) * sin((n - m)*theta)"},
+    special={"m = 0": {"m": 0}, "m = n": {"m": "n"}},
+)
 
 
 make_read_only(__name__)
