@@ -154,6 +154,23 @@ def test_zero_shot_weights_rejects(wrong, diagnosis, capsys):
     assert_rejected(checks.check_zero_shot_weights, wrong, capsys, diagnosis)
 
 
+@pytest.mark.parametrize("wrong", [
+    lambda e: F.normalize(e.mean(dim=1), dim=-1),        # averaged before normalising
+    lambda e: F.normalize(e, dim=-1).mean(dim=1),        # not renormalised
+    lambda e: F.normalize(e.sum(dim=1), dim=-1),         # summed, then normalised
+], ids=["average-first", "no-renormalise", "sum-first"])
+@pytest.mark.parametrize("seed", [0, 77])
+def test_zero_shot_weights_a_single_template_earns_nothing_on_its_own(wrong, seed, capsys):
+    """With M = 1 most wrong recipes are right; that case comes only after a two-template one in the same row,
+    so an answer right only there scores 0, not a third of the points."""
+    single = [torch.randn(3, 1, 4, dtype=torch.float64) * 3 for _ in range(3)]
+    assert all(torch.allclose(wrong(e), ref.zero_shot_weights(e)) for e in single)
+    with pytest.raises(CheckFailed) as failure:
+        checks.check_zero_shot_weights(wrong, points=2, seed=seed)
+    assert failure.value.score == 0
+    capsys.readouterr()
+
+
 # --- Recall@K ---------------------------------------------------------------------------------
 
 
@@ -207,3 +224,108 @@ def _targets(tokens, P, pad_id, *, prefix_value=-100, shift=True, mask_pad=True,
 ], ids=["prefix", "unshifted", "pads", "bos", "dtype"])
 def test_caption_targets_rejects(wrong, diagnosis, capsys):
     assert_rejected(checks.check_caption_targets, wrong, capsys, diagnosis)
+
+
+# --- derivations --------------------------------------------------------------------------------
+
+import sympy  # noqa: E402
+
+
+def _derive(check, answers, capsys, points=2, seed=0):
+    """The score, and the table the check printed."""
+    try:
+        score = check(answers, points=points, seed=seed)
+    except CheckFailed as failure:
+        score = failure.score
+    return score, capsys.readouterr().out
+
+
+def test_infonce_gradient_key_is_the_derivative_of_the_cross_entropy():
+    l1, l2, l3 = checks.derive_infonce_gradient.symbols_for_notebook()
+    loss = -sympy.log(sympy.exp(l1) / (sympy.exp(l1) + sympy.exp(l2) + sympy.exp(l3)))
+    # Independently: SymPy's derivative against the key, and a finite difference at one point.
+    point = {l1: 0.3, l2: -1.2, l3: 2.0}
+    for name, symbol in (("grad_positive", l1), ("grad_negative", l2)):
+        key = sympy.sympify(dict(zip(checks.derive_infonce_gradient.results,
+                                     ("exp(l1) / (exp(l1) + exp(l2) + exp(l3)) - 1", "exp(l2) / (exp(l1) + exp(l2) + exp(l3))")))[name],
+                            locals={"l1": l1, "l2": l2, "l3": l3})
+        assert sympy.simplify(sympy.diff(loss, symbol) - key) == 0
+        h = 1e-6
+        numeric = (loss.subs({**point, symbol: point[symbol] + h}) - loss.subs({**point, symbol: point[symbol] - h})) / (2 * h)
+        assert abs(float(numeric) - float(key.subs(point))) < 1e-6
+    logits = torch.tensor([0.3, -1.2, 2.0], requires_grad=True)
+    F.cross_entropy(logits[None], torch.tensor([0])).backward()
+    assert torch.allclose(logits.grad, torch.softmax(logits.detach(), 0) - torch.tensor([1.0, 0, 0]))
+
+
+@pytest.mark.parametrize("seed", [0, 31])
+def test_infonce_gradient_accepts_equivalent_forms(seed, capsys):
+    l1, l2, l3 = checks.derive_infonce_gradient.symbols_for_notebook()
+    Z = sympy.exp(l1) + sympy.exp(l2) + sympy.exp(l3)
+    forms = [
+        {"grad_positive": sympy.exp(l1) / Z - 1, "grad_negative": sympy.exp(l2) / Z},
+        {"grad_positive": -(sympy.exp(l2) + sympy.exp(l3)) / Z, "grad_negative": 1 / (1 + sympy.exp(l1 - l2) + sympy.exp(l3 - l2))},
+        {"grad_positive": sympy.diff(-l1 + sympy.log(Z), l1), "grad_negative": sympy.diff(sympy.log(Z), l2)},
+    ]
+    for answers in forms:
+        score, table = _derive(checks.derive_infonce_gradient, answers, capsys, seed=seed)
+        assert score == 2, table
+
+
+def test_infonce_gradient_names_plausible_mistakes(capsys):
+    l1, l2, l3 = checks.derive_infonce_gradient.symbols_for_notebook()
+    Z = sympy.exp(l1) + sympy.exp(l2) + sympy.exp(l3)
+    right_negative = sympy.exp(l2) / Z
+    cases = [  # (grad_positive, grad_negative, the diagnosis of the wrong one)
+        (sympy.exp(l1) / Z, right_negative, "grad_positive  <- off by an additive constant"),         # forgot the −1
+        (1 - sympy.exp(l1) / Z, right_negative, "grad_positive  <- has the wrong sign"),               # the gradient of +log p
+        (sympy.exp(l1) / Z - 1, sympy.exp(l1) / Z, "grad_negative  <- correct at equal logits but not in general"),  # index slip
+        (sympy.exp(l1) / Z - 1, sympy.exp(l2) / Z - 1, "grad_negative  <- off by an additive constant"),  # a −1 for every logit
+        (sympy.exp(l1) / Z - 1, sympy.exp(l2), "grad_negative  <- misses a dependence on l1, l3"),  # forgot the normaliser
+    ]
+    for positive, negative, diagnosis in cases:
+        score, table = _derive(checks.derive_infonce_gradient, {"grad_positive": positive, "grad_negative": negative}, capsys)
+        assert score == 1, table  # one of the two results is right: half the points
+        assert diagnosis in table, table
+
+
+def test_infonce_chance_key(capsys):
+    (N,) = checks.derive_infonce_chance.symbols_for_notebook()
+    for n in (2, 7, 128):  # a batch with all logits equal, computed with torch
+        logits = torch.zeros(n, n, requires_grad=True)
+        loss = F.cross_entropy(logits, torch.arange(n))
+        (n * loss).backward()  # row i's own cross-entropy, differentiated at its positive logit
+        assert math.isclose(loss.item(), math.log(n), rel_tol=1e-6)
+        assert math.isclose(logits.grad[0, 0].item(), 1 / n - 1, rel_tol=1e-6)
+    score, table = _derive(checks.derive_infonce_chance, {"loss_uniform": sympy.log(N), "grad_uniform": 1 / N - 1}, capsys)
+    assert score == 2, table
+
+
+@pytest.mark.parametrize("seed", [0, 31])
+def test_infonce_chance_accepts_equivalent_forms(seed, capsys):
+    (N,) = checks.derive_infonce_chance.symbols_for_notebook()
+    for answers in ({"loss_uniform": -sympy.log(1 / N), "grad_uniform": -(N - 1) / N},
+                    {"loss_uniform": sympy.log(N**2) / 2, "grad_uniform": (1 - N) / N}):
+        score, table = _derive(checks.derive_infonce_chance, answers, capsys, seed=seed)
+        assert score == 2, table
+
+
+@pytest.mark.parametrize(("loss", "grad", "diagnosis"), [
+    ("log(N, 2)", "1/N - 1", "loss_uniform  <- off by a constant factor (×1/ln 2): a logarithm in another base?"),
+    ("-log(N)", "1/N - 1", "loss_uniform  <- has the wrong sign"),
+    ("log(N - 1)", "1/N - 1", "loss_uniform  <- not equivalent"),                     # only the negatives counted
+    ("log(N)", "1/N", "grad_uniform  <- off by an additive constant"),                  # forgot the −1 of the target
+    ("log(N)", "(N - 1)/N", "grad_uniform  <- has the wrong sign"),
+    ("log(N)", "-1", "grad_uniform  <- misses a dependence on N"),
+], ids=["log2", "sign", "negatives-only", "no-target", "grad-sign", "constant"])
+def test_infonce_chance_names_plausible_mistakes(loss, grad, diagnosis, capsys):
+    (N,) = checks.derive_infonce_chance.symbols_for_notebook()
+    answers = {"loss_uniform": sympy.sympify(loss, locals={"N": N}), "grad_uniform": sympy.sympify(grad, locals={"N": N})}
+    score, table = _derive(checks.derive_infonce_chance, answers, capsys)
+    assert score == 1, table
+    assert diagnosis in table, table
+
+
+def test_derivations_say_no_answer_yet_for_none(capsys):
+    score, table = _derive(checks.derive_infonce_chance, {"loss_uniform": None, "grad_uniform": None}, capsys)
+    assert score == 0 and "no answer yet" in table, table

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import _core
 from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, max_abs_diff, tensor_problem
+from gradelib.checks.derive import derivation, integer, real
 from gradelib.reference import clip as ref
 
 # Bound at import, before any student code runs.
@@ -235,10 +236,15 @@ def check_zero_shot_weights(fn: Callable, points: float = 2, seed: int = 0) -> l
     def embeddings(c, m, d):
         return _randn(c, m, d, generator=gen, dtype=torch.float64) * (0.2 + 5 * _rand(c, m, 1, generator=gen, dtype=torch.float64))
 
+    def two_then_one():
+        # One template per class is a trivial case (most wrong recipes get it right), so it earns nothing on
+        # its own: it is asked only after a two-template case, in which one prompt is far longer than the other.
+        return _zero_shot_case(fn, embeddings(3, 2, 4)) or _zero_shot_case(fn, embeddings(3, 1, 4))
+
     cases = [
         ("4 classes x 3 templates, prompts of very different norms", lambda: _zero_shot_case(fn, embeddings(4, 3, 6))),
         ("10 classes x 5 templates", lambda: _zero_shot_case(fn, embeddings(10, 5, 8))),
-        ("one template per class", lambda: _zero_shot_case(fn, embeddings(3, 1, 4))),
+        ("2 templates per class, then a single template", two_then_one),
     ]
     return cases
 
@@ -363,6 +369,29 @@ def check_caption_targets(fn: Callable, points: float = 2, seed: int = 0) -> lis
         ("a pad id other than 0", lambda: _targets_case(fn, captions(4, 8, 19), 2, 19)),
     ]
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivations (their keys live here, like the reference code: the visible call gives immediate feedback)
+
+# One row of the logits, N = 3 captions, the positive is caption 1: loss = -log softmax(l)_1.
+derive_infonce_gradient = derivation(
+    "The gradient of InfoNCE",
+    symbols={"l1": real(), "l2": real(), "l3": real()},
+    expected={"grad_positive": "exp(l1) / (exp(l1) + exp(l2) + exp(l3)) - 1",
+              "grad_negative": "exp(l2) / (exp(l1) + exp(l2) + exp(l3))"},
+    # With equal logits every softmax entry is 1/3, so the positive's probability in place of the
+    # negative's (an index slip) is right there and nowhere else.
+    special={"equal logits": {"l2": "l1", "l3": "l1"}},
+)
+
+# All N logits of a row equal (unrelated embeddings, or a tiny logit scale): one direction's loss, and the
+# gradient of a row's cross-entropy with respect to its positive logit.
+derive_infonce_chance = derivation(
+    "InfoNCE at uniform logits",
+    symbols={"N": integer(2, 4096)},
+    expected={"loss_uniform": "log(N)", "grad_uniform": "1/N - 1"},
+)
 
 
 make_read_only(__name__)
