@@ -15,6 +15,7 @@ import torch
 
 from gradelib.checks import _core
 from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, unpack_pair, within_sigmas
+from gradelib.checks.derive import derivation, integer, interval, positive, real
 from gradelib.reference import attention as attention_ref
 from gradelib.reference import latent_diffusion as ref
 from gradelib.reference.ddpm import linear_betas
@@ -96,15 +97,21 @@ def _cross_case(fn, B, N, L, d, d_text, d_k, d_v, gen, padded):
 
 @exercise("Cross-attention", reference=(ref.cross_attention, attention_ref.scaled_dot_product_attention))
 def check_cross_attention(fn, points: float = 3, seed: int = 0) -> list[Case]:
-    """fn(image_tokens, text_tokens, text_mask, w_q, w_k, w_v) -> (out (B, N, d_v), weights (B, N, L))."""
+    """fn(image_tokens, text_tokens, text_mask, w_q, w_k, w_v) -> (out (B, N, d_v), weights (B, N, L)).
+
+    Every size is unambiguous, whatever the seed: d_k (4, 5 or 6) never equals the number of image tokens N,
+    of text tokens L, the widths d and d_text, or d_v (except where d_v = d_k on purpose, so that keys and
+    values swapped can be told apart), and N != L. Where two sizes agree, a transposed or mixed-up answer
+    runs without an error, and a wrong scale (√d instead of √d_k) gives the right numbers.
+    """
     gen = generator(seed)
     d_k = 4 + seed % 3
 
     def padded_weights_zero():
-        B, N, L = 3, 6, 5
+        B, N, L = 3, 9, 7
         img, txt = _randn(B, N, 8, generator=gen), _randn(B, L, 8, generator=gen)
-        w_q, w_k, w_v = _randn(8, d_k, generator=gen), _randn(8, d_k, generator=gen), _randn(8, 3, generator=gen)
-        mask = torch.tensor([[True] * 5, [True, True, True, False, False], [True, True, False, False, False]])
+        w_q, w_k, w_v = _randn(8, d_k, generator=gen), _randn(8, d_k, generator=gen), _randn(8, 10, generator=gen)
+        mask = torch.arange(L)[None, :] < torch.tensor([[L], [3], [2]])
         out, weights = unpack_pair(fn(img, txt, mask.clone(), w_q, w_k, w_v), "cross_attention")
         problem = tensor_problem(weights, "weights", (B, N, L))
         if problem:
@@ -116,14 +123,15 @@ def check_cross_attention(fn, points: float = 3, seed: int = 0) -> list[Case]:
             return "each image token's weights should sum to 1 over the caption's real tokens"
         return None
 
+    # (B, N, L, d, d_text, d_k, d_v): N image tokens, L text tokens; d_k is 4, 5 or 6 and no other size is.
     cases = [
         ("shapes: N image tokens attend to L text tokens of another width",
-         lambda: _cross_case(fn, 2, 6, 5, 8, 12, d_k, 3, gen, padded=False)),
+         lambda: _cross_case(fn, 2, 9, 3, 8, 12, d_k, 10, gen, padded=False)),
         ("queries from the image, keys and values from the text (same widths)",
-         lambda: _cross_case(fn, 2, 7, 4, 8, 8, d_k, 3, gen, padded=False)),
-        ("values match softmax(QKᵀ/√d_k)V", lambda: _cross_case(fn, 2, 5, 5, 6, 10, d_k, d_k, gen, padded=False)),
+         lambda: _cross_case(fn, 2, 7, 3, 8, 8, d_k, 10, gen, padded=False)),
+        ("values match softmax(QKᵀ/√d_k)V", lambda: _cross_case(fn, 2, 9, 7, 11, 10, d_k, d_k, gen, padded=False)),
         ("padded text tokens get zero weight", padded_weights_zero),
-        ("values with a padding mask, per batch element", lambda: _cross_case(fn, 4, 6, 7, 8, 12, d_k, 5, gen, padded=True)),
+        ("values with a padding mask, per batch element", lambda: _cross_case(fn, 4, 9, 7, 8, 12, d_k, 10, gen, padded=True)),
     ]
     return cases
 
@@ -155,19 +163,31 @@ def check_drop_captions(fn, points: float = 2, seed: int = 0) -> list[Case]:
         not_empty = [c for c in result if c != "" and c not in _CAPTIONS]
         return f"a dropped caption should be the null caption \"\" (got {not_empty[0]!r})" if not_empty else None
 
-    def fraction(p):
+    def fraction(p, endpoint):
         def case():
-            result = call(p, 1000 + seed)
-            problem = changed_kept(result)
+            # The endpoint (p = 0 keeps everything, p = 1 drops everything) is a trivial case that many wrong
+            # answers pass: it is checked only together with a fraction in between, so it earns nothing alone.
+            problem = fraction_only(p)
             if problem:
                 return problem
-            dropped = sum(c == "" for c in result) / n
-            sigma = math.sqrt(p * (1 - p) / n)
-            if not within_sigmas(dropped - p, sigma):
-                hint = ": drop when a uniform draw is below p, not above" if within_sigmas(dropped - (1 - p), sigma) else ""
-                return f"dropped a fraction {dropped:.2f} of the captions with p = {p}{hint}"
+            if endpoint == 0.0 and call(0.0, seed) != captions:
+                return "with p = 0 every caption must be kept unchanged"
+            if endpoint == 1.0 and call(1.0, seed) != [""] * n:
+                return "with p = 1 every caption must become the null caption \"\""
             return None
         return case
+
+    def fraction_only(p):
+        result = call(p, 1000 + seed)
+        problem = changed_kept(result)
+        if problem:
+            return problem
+        dropped = sum(c == "" for c in result) / n
+        sigma = math.sqrt(p * (1 - p) / n)
+        if not within_sigmas(dropped - p, sigma):
+            hint = ": drop when a uniform draw is below p, not above" if within_sigmas(dropped - (1 - p), sigma) else ""
+            return f"dropped a fraction {dropped:.2f} of the captions with p = {p}{hint}"
+        return None
 
     def dropped_is_null():
         result = call(0.5, seed + 7)
@@ -195,10 +215,8 @@ def check_drop_captions(fn, points: float = 2, seed: int = 0) -> list[Case]:
         return None
 
     cases = [
-        ("p = 0 keeps every caption", lambda: None if call(0.0, seed) == captions else "with p = 0 every caption must be kept unchanged"),
-        ("p = 1 drops every caption to \"\"", lambda: None if call(1.0, seed) == [""] * n else "with p = 1 every caption must become the null caption \"\""),
-        ("about 10% dropped with p = 0.1", fraction(0.1)),
-        ("about 25% dropped with p = 0.25", fraction(0.25)),
+        ("about 10% dropped with p = 0.1, none with p = 0", fraction(0.1, 0.0)),
+        ("about 25% dropped with p = 0.25, all with p = 1", fraction(0.25, 1.0)),
         ("a dropped caption becomes the null caption \"\"", dropped_is_null),
         ("each caption is dropped independently", independent),
         ("randomness comes from the generator", uses_generator),
@@ -228,22 +246,30 @@ def check_classifier_free_guidance(fn, points: float = 2, seed: int = 0) -> list
     eu, ec = _randn(shape, generator=gen), _randn(shape, generator=gen)
     w_main = 3.0 + seed % 5
 
-    def case(w, special=None):
+    def one(w, special=None):
+        got = fn(eu.clone(), ec.clone(), w)
+        want = ref.classifier_free_guidance(eu, ec, w)
+        problem = tensor_problem(got, "the guided prediction", shape)
+        if problem:
+            return problem
+        return compare_case(got, want, 1e-4, lambda: _cfg_variants(eu, ec, w),
+                            lambda: special or f"differs from the guided prediction by up to {max_abs_diff(got, want):.3g}")
+
+    def case(w, endpoint=None):
+        # w = 0 and w = 1 are trivial cases (returning eps_cond passes w = 1): each is checked only after a
+        # guidance scale that extrapolates, so on its own it earns nothing.
         def run():
-            got = fn(eu.clone(), ec.clone(), w)
-            want = ref.classifier_free_guidance(eu, ec, w)
-            problem = tensor_problem(got, "the guided prediction", shape)
-            if problem:
+            problem = one(w)
+            if problem or endpoint is None:
                 return problem
-            return compare_case(got, want, 1e-4, lambda: _cfg_variants(eu, ec, w),
-                                lambda: special or f"differs from the guided prediction by up to {max_abs_diff(got, want):.3g}")
+            return one(endpoint, ("with w = 0 the result must be ε_u, the unconditional prediction" if endpoint == 0.0
+                                  else "with w = 1 the result must be ε_c, the conditional prediction"))
         return run
 
     cases = [
-        ("w = 0 gives the unconditional prediction", case(0.0, "with w = 0 the result must be ε_u, the unconditional prediction")),
-        ("w = 1 gives the conditional prediction", case(1.0, "with w = 1 the result must be ε_c, the conditional prediction")),
-        (f"w = {w_main:g} extrapolates beyond ε_c", case(w_main)),
-        ("w = 7.5 (Stable Diffusion's default)", case(7.5)),
+        (f"w = {w_main:g} extrapolates beyond ε_c; w = 0 gives ε_u", case(w_main, 0.0)),
+        ("w = 7.5 (Stable Diffusion's default); w = 1 gives ε_c", case(7.5, 1.0)),
+        ("w = 1.5, a little guidance", case(1.5)),
     ]
     return cases
 
@@ -258,38 +284,42 @@ def check_sdedit_noise(fn, points: float = 2, seed: int = 0) -> list[Case]:
     gen = generator(seed)
     strengths = [0.5, 0.25, 0.75][seed % 3]
 
-    def case(strength, alpha_bars):
+    def case(strength, alpha_bars, then=None):
         def run():
-            T = len(alpha_bars)
-            z0, noise = _randn(2, 4, 8, 8, generator=gen), _randn(2, 4, 8, 8, generator=gen)
-            result = fn(z0.clone(), strength, alpha_bars.clone(), noise.clone())
-            z_t, t = unpack_pair(result, "sdedit_noise")
-            want_z, want_t = ref.sdedit_noise(z0, strength, alpha_bars, noise)
-            if isinstance(t, torch.Tensor) and t.numel() == 1:
-                t = t.item()
-            if isinstance(t, bool) or not isinstance(t, int):
-                return f"t should be a Python int (the code step to start from), got {type(t).__name__}"
-            if t == want_t + 1:
-                return f"t is one step too late (got {t}): paper step s·T is code index s·T − 1"
-            if t == want_t - 1:
-                return f"t is one step too early (got {t}): code index round(s·T) − 1"
-            if t != want_t:
-                return f"t = {t} for strength {strength} and T = {T}: expected the code index round(s·T) − 1"
-            problem = tensor_problem(z_t, "z_t", z0.shape)
-            if problem:
-                return problem
-            ab, a = alpha_bars[t], 1 - alpha_bars[t]
-            return compare_case(z_t, want_z, 1e-4, [
-                ("the coefficients are √ᾱ_t and √(1 − ᾱ_t): take the square roots", ab * z0 + a * noise),
-                ("z_t is noised with ᾱ of the next step: use alpha_bars[t]", alpha_bars[min(t + 1, T - 1)].sqrt() * z0 + (1 - alpha_bars[min(t + 1, T - 1)]).sqrt() * noise),
-                ("the noise is added without its coefficient √(1 − ᾱ_t)", ab.sqrt() * z0 + noise),
-                ("signal and noise coefficients swapped", a.sqrt() * z0 + ab.sqrt() * noise),
-            ], lambda: f"z_t differs from √ᾱ_t z0 + √(1 − ᾱ_t) ε by up to {max_abs_diff(z_t, want_z):.3g}")
+            # Strength 1 is a trivial case for a start step one too late (clamped to T - 1, it is right there):
+            # it is checked only after a strength in between.
+            return one(strength, alpha_bars) or (one(then, alpha_bars) if then is not None else None)
         return run
 
+    def one(strength, alpha_bars):
+        T = len(alpha_bars)
+        z0, noise = _randn(2, 4, 8, 8, generator=gen), _randn(2, 4, 8, 8, generator=gen)
+        result = fn(z0.clone(), strength, alpha_bars.clone(), noise.clone())
+        z_t, t = unpack_pair(result, "sdedit_noise")
+        want_z, want_t = ref.sdedit_noise(z0, strength, alpha_bars, noise)
+        if isinstance(t, torch.Tensor) and t.numel() == 1:
+            t = t.item()
+        if isinstance(t, bool) or not isinstance(t, int):
+            return f"t should be a Python int (the code step to start from), got {type(t).__name__}"
+        if t == want_t + 1:
+            return f"t is one step too late (got {t}): paper step s·T is code index s·T − 1"
+        if t == want_t - 1:
+            return f"t is one step too early (got {t}): code index round(s·T) − 1"
+        if t != want_t:
+            return f"t = {t} for strength {strength} and T = {T}: expected the code index round(s·T) − 1"
+        problem = tensor_problem(z_t, "z_t", z0.shape)
+        if problem:
+            return problem
+        ab, a = alpha_bars[t], 1 - alpha_bars[t]
+        return compare_case(z_t, want_z, 1e-4, [
+            ("the coefficients are √ᾱ_t and √(1 − ᾱ_t): take the square roots", ab * z0 + a * noise),
+            ("z_t is noised with ᾱ of the next step: use alpha_bars[t]", alpha_bars[min(t + 1, T - 1)].sqrt() * z0 + (1 - alpha_bars[min(t + 1, T - 1)]).sqrt() * noise),
+            ("the noise is added without its coefficient √(1 − ᾱ_t)", ab.sqrt() * z0 + noise),
+            ("signal and noise coefficients swapped", a.sqrt() * z0 + ab.sqrt() * noise),
+        ], lambda: f"z_t differs from √ᾱ_t z0 + √(1 − ᾱ_t) ε by up to {max_abs_diff(z_t, want_z):.3g}")
+
     cases = [
-        (f"strength {strengths} with T = 1000", case(strengths, _SCHEDULE_ALPHA_BARS)),
-        ("strength 1 starts from the last step", case(1.0, _SCHEDULE_ALPHA_BARS)),
+        (f"strength {strengths} with T = 1000, then strength 1 (the last step)", case(strengths, _SCHEDULE_ALPHA_BARS, 1.0)),
         ("strength 0.3 with T = 10", case(0.3, _SHORT_ALPHA_BARS)),
         ("strength 0.1 with T = 10 (the first step)", case(0.1, _SHORT_ALPHA_BARS)),
     ]
@@ -305,35 +335,67 @@ def check_inpaint_blend(fn, points: float = 2, seed: int = 0) -> list[Case]:
     """fn(z_generated, z0_known, mask, alpha_bar_prev, noise) -> blended z, mask = 1 on the hole."""
     gen = generator(seed)
 
-    def case(alpha_bar_prev, as_tensor=False):
+    def case(alpha_bar_prev, as_tensor=False, then=None):
         def run():
-            z_gen, z0, noise = (_randn(2, 4, 8, 8, generator=gen) for _ in range(3))
-            mask = torch.zeros(2, 1, 8, 8)
-            mask[0, :, :4, :] = 1.0  # top half is the hole
-            mask[1, :, :, 4 + seed % 2:] = 1.0  # right part is the hole
-            ab = torch.tensor(alpha_bar_prev) if as_tensor else alpha_bar_prev
-            got = fn(z_gen.clone(), z0.clone(), mask.clone(), ab, noise.clone())
-            want = ref.inpaint_blend(z_gen, z0, mask, alpha_bar_prev, noise)
-            problem = tensor_problem(got, "the blended latent", z_gen.shape)
-            if problem:
-                return problem
-            a = torch.tensor(float(alpha_bar_prev))
-            known = a.sqrt() * z0 + (1 - a).sqrt() * noise
-            return compare_case(got, want, 1e-5, [
-                ("the mask is inverted: mask = 1 marks the hole, where the generated latent must be kept", (1 - mask) * z_gen + mask * known),
-                ("the known region is pasted clean: noise z0_known to the current level, √ᾱ z0 + √(1 − ᾱ) ε", mask * z_gen + (1 - mask) * z0),
-                ("the coefficients are √ᾱ and √(1 − ᾱ): take the square roots", mask * z_gen + (1 - mask) * (a * z0 + (1 - a) * noise)),
-                ("the hole is filled with the noised known latent too: keep z_generated where mask = 1", known),
-                ("the known region was added instead of replaced: multiply z_generated by the mask", z_gen + (1 - mask) * known),
-            ], lambda: f"differs from the blend by up to {max_abs_diff(got, want):.3g}", variant_atol=1e-4)
+            # ᾱ = 1 (after the last step) is a trivial case: the known region is z0 itself, so answers that forget
+            # to noise it or to take square roots are right there. It is checked only after a level in between.
+            return one(alpha_bar_prev, as_tensor) or (one(then) if then is not None else None)
         return run
 
+    def one(alpha_bar_prev, as_tensor=False):
+        z_gen, z0, noise = (_randn(2, 4, 8, 8, generator=gen) for _ in range(3))
+        mask = torch.zeros(2, 1, 8, 8)
+        mask[0, :, :4, :] = 1.0  # top half is the hole
+        mask[1, :, :, 4 + seed % 2:] = 1.0  # right part is the hole
+        ab = torch.tensor(alpha_bar_prev) if as_tensor else alpha_bar_prev
+        got = fn(z_gen.clone(), z0.clone(), mask.clone(), ab, noise.clone())
+        want = ref.inpaint_blend(z_gen, z0, mask, alpha_bar_prev, noise)
+        problem = tensor_problem(got, "the blended latent", z_gen.shape)
+        if problem:
+            return problem
+        a = torch.tensor(float(alpha_bar_prev))
+        known = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        return compare_case(got, want, 1e-5, [
+            ("the mask is inverted: mask = 1 marks the hole, where the generated latent must be kept", (1 - mask) * z_gen + mask * known),
+            ("the known region is pasted clean: noise z0_known to the current level, √ᾱ z0 + √(1 − ᾱ) ε", mask * z_gen + (1 - mask) * z0),
+            ("the coefficients are √ᾱ and √(1 − ᾱ): take the square roots", mask * z_gen + (1 - mask) * (a * z0 + (1 - a) * noise)),
+            ("the hole is filled with the noised known latent too: keep z_generated where mask = 1", known),
+            ("the known region was added instead of replaced: multiply z_generated by the mask", z_gen + (1 - mask) * known),
+        ], lambda: f"differs from the blend by up to {max_abs_diff(got, want):.3g}", variant_atol=1e-4)
+
     cases = [
-        ("mid-way, ᾱ = 0.5", case(0.5)),
+        ("mid-way, ᾱ = 0.5; then the last step, ᾱ = 1 (the known region is exactly z0)", case(0.5, then=1.0)),
         ("early, ᾱ = 0.05, given as a tensor", case(0.05, as_tensor=True)),
-        ("the last step, ᾱ = 1: the known region is exactly z0", case(1.0)),
+        ("late, ᾱ = 0.9", case(0.9)),
     ]
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivations (their keys live here, like the reference code: the visible call gives immediate feedback)
+
+# ε_θ(z_t, y) = −σ_t ∇ log p(z_t | y) and ε_θ(z_t, ∅) = −σ_t ∇ log p(z_t), σ_t = √(1 − ᾱ_t). The guided ε is
+# −σ_t ∇ log [p(z_t) p(y | z_t)^w], with Bayes p(y | z_t) ∝ p(z_t | y) / p(z_t). Ho & Salimans write the same
+# rule as (1 + γ) ε_c − γ ε_u: gamma is the γ that matches Stable Diffusion's w.
+derive_guidance_score = derivation(
+    "Guidance as the score of p(z_t) p(y|z_t)^w",
+    symbols={"eps_u": real(), "eps_c": real(), "w": positive(0.2, 10), "sigma": interval(0, 1)},
+    expected={"eps_guided": "eps_u + w * (eps_c - eps_u)", "gamma": "w - 1"},
+    # w = 0 is unconditional and w = 1 plain conditional: a rule with the difference's sign flipped, or with
+    # w on ε_c alone, is right at w = 0; one that drops ε_u is right at w = 1.
+    special={"w = 0": {"w": 0}, "w = 1": {"w": 1}},
+)
+
+# SDEdit with strength s: the input's latent is noised to paper step s·T (code index s·T − 1, code step t being
+# paper step t + 1) and a K-step sampler whose steps are spread evenly over the T steps runs those at or below
+# it, s·K of them (s·T and s·K taken to be whole numbers).
+derive_sdedit_start = derivation(
+    "SDEdit's starting step",
+    symbols={"s": interval(0, 1), "T": integer(100, 1000), "K": integer(10, 100)},
+    expected={"t_start": "s * T - 1", "n_steps": "s * K"},
+    # Strength read the wrong way round (the fraction of the input kept) is right at s = 1/2.
+    special={"s = 1/2": {"s": 0.5}},
+)
 
 
 make_read_only(__name__)
