@@ -2,16 +2,19 @@
 
 import math
 
+import nbformat
 import pytest
+import sympy as sp
 import torch
 import torch.nn.functional as F
 
-from gradelib.checks import tvlt as checks
-from gradelib.reference import tvlt as ref
-import sympy as sp
-
 from gradelib.checks import CheckFailed
+from gradelib.checks import tvlt as checks
+from gradelib.checks.answers import answer_problem
+from gradelib.grading import hidden
+from gradelib.reference import tvlt as ref
 from checking import assert_rejected, own_copy
+from conftest import ROOT
 
 
 def assert_accepted(check, candidate, capsys, points, **kwargs):
@@ -402,3 +405,58 @@ def test_derivation_without_answers_says_no_answer_yet(capsys):
     score, printed = run_derivation(checks.derive_token_counts, {"n_video": None, "n_audio": None, "n_encoder": None},
                                     capsys, points=3)
     assert score == 0 and "no answer yet" in printed
+
+
+# --- concept questions and the prediction: keys verified, named mistakes diagnosed -------------------
+
+
+def notebook_keys():
+    nb = nbformat.read(ROOT / "solutions" / "09_tvlt" / "09_tvlt.ipynb", as_version=4)
+    return {cell.metadata.nbgrader.grade_id: key for cell in nb.cells if cell.metadata.get("nbgrader", {}).get("grade")
+            for part in hidden.hidden_parts(cell.source) for key in hidden.answer_keys(part)}
+
+
+def test_prediction_key_is_the_block_count_of_a_real_encoder_layer():
+    """12 blocks of width 768, 12 heads, FFN 3072, with biases and LayerNorms: torch's own layer as the oracle."""
+    layer = torch.nn.TransformerEncoderLayer(768, 12, 3072)
+    blocks = 12 * sum(p.numel() for p in layer.parameters())
+    assert notebook_keys()["predict_encoder_params"].expected == pytest.approx(blocks / 1e6, rel=1e-9)
+
+
+def test_concept_keys_recomputed():
+    keys = notebook_keys()
+    assert keys["concept_speedup"].expected == pytest.approx((2890 + 103) / 103, rel=1e-6)
+    values, probabilities = torch.tensor([2.0, -1.0]), torch.tensor([0.8, 0.2])
+    best = (probabilities * values).sum()          # the mean minimises the expected squared error
+    assert keys["concept_blur"].expected == pytest.approx(float((probabilities * (values - best) ** 2).sum()))
+    v = torch.linspace(-2, 3, 5001)                # no constant does better
+    assert float(((probabilities[:, None] * (values[:, None] - v) ** 2).sum(0)).min()) >= keys["concept_blur"].expected - 1e-9
+    assert keys["concept_retrieval_cost"].expected == 700 * 2100 / (700 + 2100)
+    assert {keys[name].expected for name in ("concept_time_embedding", "concept_transcript")} <= set("ABCD")
+
+
+@pytest.mark.parametrize("grade_id", ["predict_encoder_params", "concept_time_embedding", "concept_speedup", "concept_blur",
+                                      "concept_retrieval_cost"])
+def test_named_mistakes_get_their_diagnosis(grade_id):
+    key = notebook_keys()[grade_id]
+    assert key.mistakes, f"{grade_id} names no plausible mistake"
+    assert answer_problem(key.expected, expected=key.expected, kind=key.kind, rel_tol=key.rel_tol, mistakes=key.mistakes) is None
+    for wrong, diagnosis in key.mistakes.items():
+        assert answer_problem(wrong, expected=key.expected, kind=key.kind, rel_tol=key.rel_tol, mistakes=key.mistakes) == diagnosis
+        assert str(key.expected) not in diagnosis  # never the answer
+
+
+def test_prediction_mistakes_are_what_they_say():
+    """Each named wrong count is the count with that one slip, so its diagnosis is the right one."""
+    d, d_ff = 768, 3072
+    mistakes = notebook_keys()["predict_encoder_params"].mistakes
+    count = {
+        "weights only": 12 * (4 * d * d + 2 * d * d_ff),
+        "patch projections": 12 * (4 * (d * d + d) + 2 * d * d_ff + d_ff + d + 4 * d) + (16 * 16 * 3 * d + d) + (16 * 16 * d + d),
+        "one feed-forward layer": 12 * (4 * (d * d + d) + d * d_ff + d_ff + 4 * d),
+        "three attention projections": 12 * (3 * (d * d + d) + 2 * d * d_ff + d_ff + d + 4 * d),
+        "that is one block": 4 * (d * d + d) + 2 * d * d_ff + d_ff + d + 4 * d,
+    }
+    for phrase, value in count.items():
+        (diagnosis,) = [text for wrong, text in mistakes.items() if wrong == pytest.approx(value / 1e6, rel=1e-9)]
+        assert phrase in diagnosis
