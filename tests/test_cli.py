@@ -12,13 +12,13 @@ def gradelib_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("notebook", "total"), [
-    ("course/01_attention/01_attention.ipynb", "0 / 19"),
-    ("solutions/01_attention/01_attention.ipynb", "19 / 19"),
+    ("course/01_attention/01_attention.ipynb", "0 / 27"),
+    ("solutions/01_attention/01_attention.ipynb", "27 / 27"),
 ])
 def test_check_prints_each_exercise_and_the_total(notebook, total):
     result = gradelib_cli("check", notebook)
     assert result.returncode == 0, result.stderr
-    assert "test_ex1_sdpa" in result.stdout and "test_q5_kv_bytes" in result.stdout
+    assert "code_sdpa" in result.stdout and "concept_kv_bytes" in result.stdout
     assert f"total from the visible tests: {total}" in result.stdout
 
 

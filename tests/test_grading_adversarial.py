@@ -29,7 +29,7 @@ from gradelib import grading
 from gradelib.grading import hidden
 
 ASSIGNMENT = "01_attention"
-FULL = 19.0
+FULL = 27.0
 LIMITS = grading.Limits(cell_timeout=40, notebook_timeout=150, memory_gb=3.0)
 
 WRONG_CAUSAL_MASK = '''
@@ -82,7 +82,7 @@ def hostile_cases(released, course: Path, submissions: Path, port: int) -> dict[
                   "        _display({'application/vnd.gradelib.answer+json': {'label': 'Q3', 'kind': 'choice', 'answer': option},"
                   " 'text/plain': option}, raw=True)\n"
                   "get_ipython().events.register('pre_run_cell', _forge)\n")
-    last = "q5_kv_bytes"
+    last = "kv_bytes"
     solution = solution_sources()
 
     def appended(code: str) -> dict[str, str]:
@@ -146,8 +146,8 @@ finally:
 return f"wrote {written >> 20} MiB"
 """))),
         "h08_captures_hidden_tests": submission(released, {last: solution[last] + "\nprint(In)\n"},
-                                                prepend={"ex1_sdpa": hook_capture}),
-        "h09_forges_scores": submission(released, {"ex2_causal": WRONG_CAUSAL_MASK}, prepend={"ex1_sdpa": hook_forge}),
+                                                prepend={"sdpa": hook_capture}),
+        "h09_forges_scores": submission(released, {"causal_mask": WRONG_CAUSAL_MASK}, prepend={"sdpa": hook_forge}),
     }
 
 
@@ -157,29 +157,29 @@ def build_cases(released) -> dict[str, object]:
     cases = {
         "c01_untouched": copy.deepcopy(released),
         "c02_solution": submission(released),
-        "c03_one_wrong": submission(released, {"ex1_sdpa": solution["ex1_sdpa"].replace(
+        "c03_one_wrong": submission(released, {"sdpa": solution["sdpa"].replace(
             "weights = torch.softmax(scores, dim=-1)", "weights = scores.exp() / scores.exp().sum(dim=-1, keepdim=True)")}),
-        "c04_test_edited": submission(released, {"ex2_causal": WRONG_CAUSAL_MASK}, replace_locked={"test_ex2_causal": "pass"}),
-        "c05_test_deleted": submission(released, {"ex2_causal": WRONG_CAUSAL_MASK}, delete=("test_ex2_causal",)),
-        "c06_infinite_loop": submission(released, {"ex2_causal": "while True:\n    pass"}),
-        "c07_ignores_interrupt": submission(released, {"ex5_rope": "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"}),
-        "c08_os_exit": submission(released, {"ex4_mha": "import os\nos._exit(0)"}),
-        "c09_memory_bomb": submission(released, {"ex3_pe": "hoard = []\nwhile True:\n    hoard.append(b'x' * (64 * 2**20))"}),
+        "c04_test_edited": submission(released, {"causal_mask": WRONG_CAUSAL_MASK}, replace_locked={"code_causal_mask": "pass"}),
+        "c05_test_deleted": submission(released, {"causal_mask": WRONG_CAUSAL_MASK}, delete=("code_causal_mask",)),
+        "c06_infinite_loop": submission(released, {"causal_mask": "while True:\n    pass"}),
+        "c07_ignores_interrupt": submission(released, {"rope": "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"}),
+        "c08_os_exit": submission(released, {"mha": "import os\nos._exit(0)"}),
+        "c09_memory_bomb": submission(released, {"sinusoidal_pe": "hoard = []\nwhile True:\n    hoard.append(b'x' * (64 * 2**20))"}),
         "c10_truncated": None,  # written as broken JSON below
-        "c11_silenced_tracebacks": submission(released, {"ex2_causal": WRONG_CAUSAL_MASK},
-                                              prepend={"ex1_sdpa": "get_ipython().showtraceback = lambda *a, **k: None\n"}),
-        "c12_patched_allclose": submission(released, {"ex2_causal": WRONG_CAUSAL_MASK}, prepend={"ex1_sdpa": (
+        "c11_silenced_tracebacks": submission(released, {"causal_mask": WRONG_CAUSAL_MASK},
+                                              prepend={"sdpa": "get_ipython().showtraceback = lambda *a, **k: None\n"}),
+        "c12_patched_allclose": submission(released, {"causal_mask": WRONG_CAUSAL_MASK}, prepend={"sdpa": (
             "import numpy\ntorch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n"
             "numpy.allclose = lambda *a, **k: True\n")}),
-        "c13_rebound_check": submission(released, {"ex2_causal": WRONG_CAUSAL_MASK + (
+        "c13_rebound_check": submission(released, {"causal_mask": WRONG_CAUSAL_MASK + (
             "import gradelib.checks.attention\n"
             "try:\n    gradelib.checks.attention.check_causal_mask = lambda *a, **k: 1.0\nexcept AttributeError:\n    pass\n")}),
         "c14_fake_tensors": submission(released, {
-            "ex2_causal": "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n    shape = (1, 1)\n\n"
+            "causal_mask": "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n    shape = (1, 1)\n\n"
                           "def causal_mask(T, device=None):\n    return AlwaysEqual()\n",
-            "ex3_pe": "def sinusoidal_positional_encoding(num_positions, d_model):\n    return torch.full((num_positions, d_model), float('nan'))\n"}),
-        "c15_calls_reference": submission(released, {"ex2_causal": "def causal_mask(T, device=None):\n    return reference.causal_mask(T, device)\n"}),
-        "c16_grader_aware": submission(released, {"ex2_causal": WRONG_CAUSAL_MASK + (
+            "sinusoidal_pe": "def sinusoidal_positional_encoding(num_positions, d_model):\n    return torch.full((num_positions, d_model), float('nan'))\n"}),
+        "c15_calls_reference": submission(released, {"causal_mask": "def causal_mask(T, device=None):\n    return reference.causal_mask(T, device)\n"}),
+        "c16_grader_aware": submission(released, {"causal_mask": WRONG_CAUSAL_MASK + (
             "import os\nif os.environ.get('NBGRADER_EXECUTION'):\n"
             "    def causal_mask(T, device=None):\n        return torch.ones(T, T, dtype=torch.bool, device=device).tril()\n")}),
         "c17_wrong_kernel": submission(released),
@@ -316,8 +316,8 @@ def test_case_gets_expected_status_and_score(batch, student):
 
 def test_restored_tests_are_flagged(batch):
     results, *_ = batch
-    assert any("test_ex2_causal was edited" in n for n in results["c04_test_edited"].notes)
-    assert any("test_ex2_causal was deleted" in n for n in results["c05_test_deleted"].notes)
+    assert any("code_causal_mask was edited" in n for n in results["c04_test_edited"].notes)
+    assert any("code_causal_mask was deleted" in n for n in results["c05_test_deleted"].notes)
 
 
 def test_feedback_names_the_fault(batch, course):
@@ -404,7 +404,7 @@ def test_hidden_tests_do_not_reach_feedback_even_when_captured(batch, course):
 def test_forged_scores_are_dropped_and_noted(batch):
     results, _, _ = batch
     result = results["h09_forges_scores"]
-    assert result.cells["test_ex2_causal"] == 0 and result.cells["test_q3_cross"] == 0
+    assert result.cells["code_causal_mask"] == 0 and result.cells["concept_cross_attention"] == 0
     notes = "; ".join(result.notes)
     assert "published a score that no check printed" in notes and "recorded 4 different answers to Q3" in notes
 

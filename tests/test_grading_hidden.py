@@ -115,7 +115,7 @@ def test_a_cell_that_raised_keeps_its_error_and_scores_zero():
 def test_quoted_hidden_lines_are_removed_from_every_kind_of_output():
     source = ("from gradelib.checks.attention import check_causal_mask\ncheck_causal_mask(causal_mask, points=1)\n"
               "### BEGIN HIDDEN TESTS\ncheck_causal_mask(causal_mask, points=1, seed=4242)\n### END HIDDEN TESTS\n")
-    secrets = hidden.quoted_lines({"test_ex2_causal": source, "test_q3": concept_cell()})
+    secrets = hidden.quoted_lines({"code_causal_mask": source, "concept_q3": concept_cell()})
     assert "check_causal_mask(causal_mask, points=1, seed=4242)" in secrets
     assert "check_causal_mask(causal_mask, points=1)" not in secrets, "visible lines stay visible"
     captured = repr(source)  # what a pre_run_cell hook printing info.raw_cell shows

@@ -110,11 +110,11 @@ def test_exercise_and_reference_sources_are_found_without_a_list():
     assert set(refs) == {"q_sample", "posterior_mean_variance", "predict_x0", "ddpm_step", "ddim_step", "simple_loss"}
     # the function wraps DDPMSchedule's method, where the maths is: both are included, and the helper they call
     assert "def posterior_mean_variance(self" in refs["posterior_mean_variance"] and "def _expand(" in refs["posterior_mean_variance"]
-    assert "class MultiHeadAttention" in sim.reference_sources(released("01_attention"))["ex4_mha"]
+    assert "class MultiHeadAttention" in sim.reference_sources(released("01_attention"))["mha"]
 
 
 def test_own_code_drops_the_released_lines():
-    given = sim.exercise_sources(released("01_attention"))["ex2_causal"]
+    given = sim.exercise_sources(released("01_attention"))["causal_mask"]
     assert sim.own_code(given, given) == ""
     answer = given.replace("    # YOUR CODE HERE\n    raise NotImplementedError()", "    return torch.ones(T, T).tril().bool()")
     assert sim.own_code(answer, given) == "    return torch.ones(T, T).tril().bool()"
@@ -156,17 +156,17 @@ REFERENCE_SDPA_DISGUISED = '''def scaled_dot_product_attention(q, k, v, mask=Non
 
 def test_verbatim_and_disguised_copies_of_the_reference_are_flagged():
     refs = sim.reference_sources(released("01_attention"))
-    verbatim = refs["ex1_sdpa"].split("\n\n\n")[0]      # the reference function exactly as gradelib ships it
-    submissions = {"verbatim": with_answers("01_attention", {"ex1_sdpa": verbatim, "ex6_kv": refs["ex6_kv"]}),
-                   "disguised": with_answers("01_attention", {"ex1_sdpa": REFERENCE_SDPA_DISGUISED}),
-                   "auto_disguised": with_answers("01_attention", {"ex5_rope": sim.disguise(refs["ex5_rope"])})}
+    verbatim = refs["sdpa"].split("\n\n\n")[0]      # the reference function exactly as gradelib ships it
+    submissions = {"verbatim": with_answers("01_attention", {"sdpa": verbatim, "kv_cache": refs["kv_cache"]}),
+                   "disguised": with_answers("01_attention", {"sdpa": REFERENCE_SDPA_DISGUISED}),
+                   "auto_disguised": with_answers("01_attention", {"rope": sim.disguise(refs["rope"])})}
     report = sim.similarity_report(submissions, released("01_attention"))
     value = lambda s, g: report.results[(s, g)].reference.similarity
-    assert value("verbatim", "ex1_sdpa") > 0.99 and value("verbatim", "ex6_kv") > 0.99
-    assert value("disguised", "ex1_sdpa") >= 0.9 > sim.DEFAULT_THRESHOLD
-    assert value("auto_disguised", "ex5_rope") >= sim.DEFAULT_THRESHOLD
+    assert value("verbatim", "sdpa") > 0.99 and value("verbatim", "kv_cache") > 0.99
+    assert value("disguised", "sdpa") >= 0.9 > sim.DEFAULT_THRESHOLD
+    assert value("auto_disguised", "rope") >= sim.DEFAULT_THRESHOLD
     flagged = {(m.student, m.grade_id) for m in report.flagged() if m.kind == "reference"}
-    assert {("verbatim", "ex1_sdpa"), ("verbatim", "ex6_kv"), ("disguised", "ex1_sdpa"), ("auto_disguised", "ex5_rope")} <= flagged
+    assert {("verbatim", "sdpa"), ("verbatim", "kv_cache"), ("disguised", "sdpa"), ("auto_disguised", "rope")} <= flagged
     best = sim.max_similarity(report)
     assert best["verbatim"][0] > 0.99 and best["verbatim"][1].endswith("~ gradelib.reference")
 
@@ -221,9 +221,9 @@ def test_committed_false_positive_report_is_current(measurement):
 
 
 def test_html_shows_both_sides_of_a_match_and_fetches_nothing(tmp_path):
-    submissions = {"ann": with_answers("01_attention", {"ex1_sdpa": REFERENCE_SDPA_DISGUISED}),
-                   "bob": with_answers("01_attention", {"ex1_sdpa": REFERENCE_SDPA_DISGUISED}),
-                   "cy": with_answers("01_attention", {"ex3_pe": fixtures("01_attention", "ex3_pe")["loops"]})}
+    submissions = {"ann": with_answers("01_attention", {"sdpa": REFERENCE_SDPA_DISGUISED}),
+                   "bob": with_answers("01_attention", {"sdpa": REFERENCE_SDPA_DISGUISED}),
+                   "cy": with_answers("01_attention", {"sinusoidal_pe": fixtures("01_attention", "sinusoidal_pe")["loops"]})}
     report = sim.similarity_report(submissions, released("01_attention"))
     page = sim.write_html(report, tmp_path / "similarity.html").read_text()
     assert "logits.masked_fill(empty_rows, 0.0)" in page                               # the student's side
