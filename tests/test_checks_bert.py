@@ -249,3 +249,119 @@ def nsp_template(documents, generator=None, *, invert=False, same_doc=False, p_n
 ], ids=["inverted", "same-document", "rate", "one-document", "global-rng", "wrong-count"])
 def test_nsp_pairs_rejects(wrong, diagnosis, capsys):
     assert_rejected(checks.check_nsp_pairs, wrong, capsys, diagnosis)
+
+
+# --- Feedback quality: trivial cases earn little (issue #14, section 6) ----------------------------
+
+
+def score_of(check, answer, capsys, points=3.0):
+    """The score a check gives ``answer``."""
+    try:
+        score = check(answer, points=points)
+    except CheckFailed as failure:
+        score = failure.score
+    capsys.readouterr()
+    return score
+
+
+def test_trivial_answers_earn_little(capsys):
+    """Answers that only get the trivial inputs right (characters for BPE encoding, always [UNK] for
+    WordPiece, any generator-driven masking) earn no case of their own: a trivial input rides along with a
+    case that needs the real algorithm."""
+    assert score_of(checks.check_bpe_encode_word, lambda w, m: list(w), capsys) == 0
+    assert score_of(checks.check_wordpiece_encode_word, lambda w, v: ["[UNK]"], capsys) == 0
+    # Masking that selects every kind of token at the wrong rates, but draws from the generator.
+    wrong = lambda i, v, g: mask_template(i, v, g, protect=False, rate=0.3, split=(0.5, 0.5))
+    assert score_of(checks.check_mask_tokens, wrong, capsys) == 0
+
+
+def test_masking_special_tokens_is_named_in_every_case(capsys):
+    """Every masking case checks the structure first, so selecting special tokens fails them all, each naming it
+    (before, only the reproducibility case passed, for a quarter of the points)."""
+    wrong = lambda i, v, g: mask_template(i, v, g, protect=False)
+    assert score_of(checks.check_mask_tokens, wrong, capsys) == 0
+
+
+# --- Derivations ---------------------------------------------------------------------------------
+
+import sympy as sp  # noqa: E402
+
+from gradelib.checks.derive import make_symbols  # noqa: E402
+
+d, d_ff, V, P = make_symbols(checks.BERT_SIZE_SYMBOLS)
+s, m, r, N = make_symbols(checks.CORRUPTION_SYMBOLS)
+SIZE = {"layer_params": 4 * d**2 + 2 * d * d_ff + 9 * d + d_ff, "embedding_params": (V + P + 4) * d}
+CORRUPTION = {"p_changed": s * (m + r * (N - 1) / N), "p_graded_but_intact": s * (1 - m - r) + s * r / N}
+
+
+def test_derivations_are_verified_independently():
+    """The keys against the reference's parameter count (itself checked against torch modules in
+    test_reference_bert) and against a simulation of the corruption."""
+    for D, F_ in [(64, 256), (768, 3072), (100, 37)]:
+        one = ref.bert_parameter_count(30, D, 1, F_, 7, 2, pooler=False)
+        none = ref.bert_parameter_count(30, D, 0, F_, 7, 2, pooler=False)
+        assert SIZE["layer_params"].subs({d: D, d_ff: F_}) == one - none
+        assert SIZE["embedding_params"].subs({d: D, V: 30, P: 7}) == none
+    assert sp.expand(SIZE["layer_params"].subs(d_ff, 4 * d)) == 12 * d**2 + 13 * d  # the shortcut, at d_ff = 4d
+    # Simulate: N ordinary ids, rates s, m, r; count positions whose input changed / graded but intact.
+    g = torch.Generator().manual_seed(0)
+    n, S, M, R, NN = 400_000, 0.3, 0.5, 0.3, 4
+    original = torch.randint(0, NN, (n,), generator=g)
+    selected = torch.rand(n, generator=g) < S
+    action = torch.rand(n, generator=g)
+    random_ids = torch.randint(0, NN, (n,), generator=g)
+    shown = torch.where(selected & (action < M), torch.full_like(original, -1), original)
+    shown = torch.where(selected & (action >= M) & (action < M + R), random_ids, shown)
+    values = {s: S, m: M, r: R, N: NN}
+    assert abs((shown != original).float().mean() - float(CORRUPTION["p_changed"].subs(values))) < 0.004
+    assert abs((selected & (shown == original)).float().mean() - float(CORRUPTION["p_graded_but_intact"].subs(values))) < 0.004
+
+
+@pytest.mark.parametrize("answers", [
+    SIZE,
+    {"layer_params": 4 * (d**2 + d) + (d * d_ff + d_ff) + (d_ff * d + d) + 2 * (2 * d), "embedding_params": d * (V + P + 2) + 2 * d},
+], ids=["expanded", "by-parts"])
+def test_bert_size_accepts_equivalent_forms(answers, capsys):
+    assert checks.derive_bert_size(answers, points=2) == 2.0
+    assert checks.derive_bert_size(answers, points=2, seed=31) == 2.0
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    ({"layer_params": 12 * d**2 + 13 * d}, "misses a dependence on d_ff"),          # the 4d shortcut
+    ({"layer_params": 4 * d**2 + 2 * d * d_ff + 9 * d + d_ff + V}, "depends on V, which it should not"),
+    ({"layer_params": 4 * d**2 + 2 * d * d_ff + 4 * d}, "not equivalent"),          # no biases
+    ({"embedding_params": (V + P) * d}, "not equivalent"),                          # no segments, no LayerNorm
+    ({"embedding_params": "(V + P + 2) * d"}, "a string, not an expression"),
+], ids=["shortcut-12d2", "vocabulary-in-layer", "no-biases", "no-segments", "string"])
+def test_bert_size_rejects_wrong_forms(wrong, diagnosis, capsys):
+    with pytest.raises(CheckFailed):
+        checks.derive_bert_size({**SIZE, **wrong}, points=2)
+    printed = capsys.readouterr().out
+    assert "1 / 2 points" in printed and diagnosis in printed, printed
+
+
+@pytest.mark.parametrize("answers", [
+    CORRUPTION,
+    {"p_changed": s * m + s * r - s * r / N, "p_graded_but_intact": s - s * m - s * r * (N - 1) / N},
+], ids=["factored", "expanded"])
+def test_corruption_accepts_equivalent_forms(answers, capsys):
+    assert checks.derive_corruption(answers, points=2) == 2.0
+    assert checks.derive_corruption(answers, points=2, seed=7) == 2.0
+
+
+@pytest.mark.parametrize(("wrong", "diagnosis"), [
+    ({"p_changed": s * (m + r)}, "misses a dependence on N"),                   # a random draw always changes it
+    ({"p_changed": m + r * (N - 1) / N}, "misses a dependence on s"),           # forgot the selection
+    ({"p_graded_but_intact": s * (1 - m - r)}, "misses a dependence on N"),     # only the 'unchanged' branch
+    ({"p_graded_but_intact": 1 - m - r + r / N}, "misses a dependence on s"),
+], ids=["random-always-changes", "no-selection", "unchanged-only", "no-selection-intact"])
+def test_corruption_rejects_wrong_forms(wrong, diagnosis, capsys):
+    with pytest.raises(CheckFailed):
+        checks.derive_corruption({**CORRUPTION, **wrong}, points=2)
+    printed = capsys.readouterr().out
+    assert "1 / 2 points" in printed and diagnosis in printed, printed
+
+
+def test_an_always_unk_answer_is_told_the_word_can_be_spelt(capsys):
+    assert_rejected(checks.check_wordpiece_encode_word, lambda w, v: ["[UNK]"], capsys,
+                    "can be spelt with the vocabulary (no part is unmatched), but came out as [UNK]")
