@@ -259,3 +259,147 @@ def test_score_function_accepts_reference(capsys):
 )
 def test_score_function_rejects_wrong_answers(wrong, diagnosis, capsys):
     assert_rejected(checks.check_score_function_gradient, wrong, capsys, diagnosis, points=2)
+
+
+# --- §6: a correct Bernoulli-based negative ELBO on grey-level targets --------------------------
+
+
+def bernoulli_distribution_answer(logits, x, mu, logvar):
+    """Correct: torch.distributions' Bernoulli log-likelihood, which torch validates against {0, 1} targets."""
+    return -torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1) + ref.gaussian_kl_standard_normal(mu, logvar)
+
+
+def test_neg_elbo_accepts_the_bernoulli_distribution_on_grey_levels(capsys):
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(True)  # as in a notebook (python without -O)
+    try:
+        with pytest.raises(ValueError):  # what the answer did to the grey-level case before
+            bernoulli_distribution_answer(torch.zeros(2, 3), torch.full((2, 3), 0.5), torch.zeros(2, 1), torch.zeros(2, 1))
+        for seed in (0, 808):
+            assert checks.check_negative_elbo_bernoulli(bernoulli_distribution_answer, points=2, seed=seed) == 2.0
+        assert "✗" not in capsys.readouterr().out
+        assert torch.distributions.Distribution._validate_args is True  # the check restores the setting
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)
+
+
+def test_neg_elbo_still_tests_grey_levels_for_the_bce_formula(capsys):
+    """A BCE that is only right for binary targets (x log σ(ℓ) with x rounded) still fails the grey-level case."""
+    def binary_only(logits, x, mu, logvar):
+        return neg_elbo_template(logits, x.round(), mu, logvar)
+
+    with pytest.raises(CheckFailed):
+        checks.check_negative_elbo_bernoulli(binary_only, points=2)
+    printed = capsys.readouterr().out
+    assert "✗ grey-level targets" in printed and "✓ binary pixels" in printed
+
+
+# --- §6: trivial cases earn nothing on their own -------------------------------------------------
+
+
+def test_kl_that_is_only_right_at_the_prior_earns_nothing(capsys):
+    """Returning zeros (right only when q is the prior) used to pass one case of five."""
+    zeros = lambda mu, logvar: torch.zeros(mu.shape[:-1], dtype=mu.dtype)  # noqa: E731
+    with pytest.raises(CheckFailed) as failed:
+        checks.check_gaussian_kl(zeros, points=2)
+    assert failed.value.score == 0
+    assert "0 / 2 points" in capsys.readouterr().out
+
+
+# --- Derivations ---------------------------------------------------------------------------------
+
+import sympy  # noqa: E402
+
+MU, SIGMA = sympy.Symbol("mu", real=True), sympy.Symbol("sigma", positive=True)
+X, M = sympy.symbols("x m", real=True)
+V, S2 = sympy.symbols("v s2", positive=True)
+Z = sympy.Symbol("z", real=True)
+
+
+def normal_pdf(z, mean, var):
+    return sympy.exp(-(z - mean) ** 2 / (2 * var)) / sympy.sqrt(2 * sympy.pi * var)
+
+
+def test_gaussian_kl_key_is_the_integral_of_the_definition():
+    q, p = normal_pdf(Z, MU, SIGMA**2), normal_pdf(Z, 0, 1)
+    integral = sympy.integrate(q * sympy.expand_log(sympy.log(q / p), force=True), (Z, -sympy.oo, sympy.oo))
+    key = sympy.sympify("(mu**2 + sigma**2 - log(sigma**2) - 1) / 2", locals={"mu": MU, "sigma": SIGMA})
+    assert sympy.simplify(integral - key) == 0
+
+
+@pytest.mark.parametrize("form", [
+    (MU**2 + SIGMA**2 - sympy.log(SIGMA**2) - 1) / 2,
+    MU**2 / 2 + SIGMA**2 / 2 - sympy.log(SIGMA) - sympy.Rational(1, 2),
+    sympy.log(1 / SIGMA) + (SIGMA**2 + MU**2) / 2 - sympy.Rational(1, 2),
+], ids=["textbook", "expanded-log-sigma", "log-one-over-sigma"])
+def test_derive_gaussian_kl_accepts_equivalent_forms(form, capsys):
+    assert checks.derive_gaussian_kl({"kl": form}, points=2) == 2.0
+    assert checks.derive_gaussian_kl({"kl": form}, points=2, seed=41) == 2.0
+
+
+@pytest.mark.parametrize(("form", "diagnosis"), [
+    (MU**2 + SIGMA**2 - sympy.log(SIGMA**2) - 1, "off by a constant factor (×2)"),
+    ((MU**2 + 1 - sympy.log(SIGMA**2) - 1) / 2, "correct at σ = 1 but not in general"),  # the notes' formula
+    ((MU**2 + SIGMA - sympy.log(SIGMA) - 1) / 2, "correct at σ = 1 but not in general"),  # σ where σ² belongs
+    ((MU**2 + SIGMA**2 - sympy.log(SIGMA**2)) / 2, "off by an additive constant"),  # the −1 forgotten
+    ((SIGMA**2 - sympy.log(SIGMA**2) - 1) / 2, "misses a dependence on mu"),
+    ("(mu**2 + sigma**2 - log(sigma**2) - 1) / 2", "a string, not an expression in the given symbols"),
+    (None, "no answer yet"),
+], ids=["missing-half", "notes", "sigma-for-variance", "missing-minus-one", "no-mu", "string", "none"])
+def test_derive_gaussian_kl_rejects_wrong_forms(form, diagnosis, capsys):
+    with pytest.raises(CheckFailed):
+        checks.derive_gaussian_kl({"kl": form}, points=2)
+    printed = capsys.readouterr().out
+    assert "0 / 2 points" in printed and diagnosis in printed, printed
+
+
+def elbo_gap_key():
+    elbo = -sympy.log(2 * sympy.pi * S2) / 2 - ((X - M) ** 2 + V) / (2 * S2) - (M**2 + V - sympy.log(V) - 1) / 2
+    log_px = -sympy.log(2 * sympy.pi * (1 + S2)) / 2 - X**2 / (2 * (1 + S2))
+    return elbo, log_px
+
+
+def kl_1d(m1, v1, m2, v2):
+    return (v1 / v2 + (m1 - m2) ** 2 / v2 - 1 - sympy.log(v1 / v2)) / 2
+
+
+def test_elbo_gap_key_follows_from_the_model():
+    """Independently: the ELBO by integrating E_q[log p(x, z) − log q], log p(x) by integrating out z, the
+    posterior by Bayes' rule, and the gap equal to KL(q ‖ p(z|x))."""
+    q = normal_pdf(Z, M, V)
+    log_joint = sympy.log(normal_pdf(X, Z, S2)) + sympy.log(normal_pdf(Z, 0, 1))
+    elbo = sympy.integrate(sympy.expand(q * sympy.expand_log(log_joint - sympy.log(q), force=True)), (Z, -sympy.oo, sympy.oo))
+    px = sympy.integrate(normal_pdf(X, Z, S2) * normal_pdf(Z, 0, 1), (Z, -sympy.oo, sympy.oo))
+    key_elbo, key_log_px = elbo_gap_key()
+    assert sympy.simplify(elbo - key_elbo) == 0
+    assert sympy.simplify(sympy.log(px) - key_log_px) == 0
+    posterior_mean, posterior_var = X / (1 + S2), S2 / (1 + S2)
+    posterior = normal_pdf(Z, posterior_mean, posterior_var)
+    assert sympy.simplify(sympy.expand_log(sympy.log(posterior) - (log_joint - key_log_px), force=True)) == 0
+    assert sympy.simplify(key_log_px - key_elbo - kl_1d(M, V, posterior_mean, posterior_var)) == 0
+
+
+def test_derive_elbo_gap_accepts_equivalent_forms(capsys):
+    elbo, log_px = elbo_gap_key()
+    as_difference = {"elbo": elbo, "gap": log_px - elbo}
+    as_posterior_kl = {"elbo": sympy.expand(elbo), "gap": kl_1d(M, V, X / (1 + S2), S2 / (1 + S2))}
+    for answers in (as_difference, as_posterior_kl):
+        assert checks.derive_elbo_gap(answers, points=2) == 2.0
+        assert checks.derive_elbo_gap(answers, points=2, seed=43) == 2.0
+
+
+@pytest.mark.parametrize(("part", "wrong", "diagnosis"), [
+    ("gap", kl_1d(M, V, 0, 1), "misses a dependence on x, s2"),  # the KL to the prior, not to the posterior
+    ("gap", kl_1d(M, V, X * S2 / (1 + S2), 1 / (1 + S2)), "correct at σ² = 1 but not in general"),  # posterior's weights swapped
+    ("gap", 2 * kl_1d(M, V, X / (1 + S2), S2 / (1 + S2)), "off by a constant factor (×2)"),
+    ("elbo", elbo_gap_key()[0] + sympy.log(2 * sympy.pi) / 2, "off by an additive constant"),  # log 2π dropped
+    ("elbo", elbo_gap_key()[0] + V / (2 * S2), "not equivalent"),  # E_q(x − z)² without q's variance
+], ids=["kl-to-prior", "swapped-posterior", "missing-half", "no-2pi", "no-variance"])
+def test_derive_elbo_gap_rejects_plausible_mistakes_with_partial_credit(part, wrong, diagnosis, capsys):
+    elbo, log_px = elbo_gap_key()
+    answers = {"elbo": elbo, "gap": log_px - elbo, part: wrong}
+    with pytest.raises(CheckFailed) as failed:
+        checks.derive_elbo_gap(answers, points=2)
+    assert failed.value.score == 1.0  # the other result still earns its point
+    printed = capsys.readouterr().out
+    assert f"✗ {part}  <- {diagnosis}" in printed, printed

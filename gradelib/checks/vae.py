@@ -6,6 +6,9 @@ seeded random cases, and when they disagree looks for the mistake the answer res
 σ where log σ² was meant, a mean where a sum was meant, MSE in place of the Bernoulli likelihood, …),
 so the feedback names the fault without printing the solution.
 ``seed`` selects the cases: the visible tests use the default, the hidden tests other seeds.
+
+The derivations of the notebook (``derive_*``) are declared here too, with their keys, through
+:func:`gradelib.checks.derive.derivation`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import _core
 from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem, within_sigmas
+from gradelib.checks.derive import derivation, positive, real
 from gradelib.reference import vae as ref
 
 # Bound at import, before any student code runs: rebinding these later cannot fool a check.
@@ -31,6 +35,24 @@ _logsumexp = _core.logsumexp
 _grad = _core.grad
 _bce_with_logits = F.binary_cross_entropy_with_logits
 _Tensor = _core._Tensor
+_Distribution = torch.distributions.Distribution
+_set_default_validate_args = torch.distributions.Distribution.set_default_validate_args
+
+
+class _distributions_unvalidated:
+    """Run the student's code with torch.distributions' argument validation off, then restore it.
+
+    A Bernoulli's log_prob is the (negative) binary cross-entropy for any target in [0, 1], but with
+    validation on torch refuses grey-level targets (its support is {0, 1}): a correct
+    ``-Bernoulli(logits=…).log_prob(x)`` must not fail the grey-level case for that."""
+
+    def __enter__(self):
+        self.previous = bool(_Distribution._validate_args)
+        _set_default_validate_args(False)
+
+    def __exit__(self, *exc):
+        _set_default_validate_args(self.previous)
+        return False
 
 
 def _uniform(shape, low, high, gen, dtype=torch.float64):
@@ -115,10 +137,15 @@ def check_gaussian_kl(fn: Callable, points: float = 2, seed: int = 0) -> list[Ca
     mu_pos, logvar_pos = _randn(B, d, generator=gen, dtype=torch.float64), _uniform((B, d), 0.2, 2.0, gen)
     mu_3d, logvar_3d = _randn(2, B, d, generator=gen, dtype=torch.float64), _uniform((2, B, d), -2.0, 1.0, gen)
     zeros = torch.zeros(B, d, dtype=torch.float64)
+
+    def batch_and_prior():
+        # q = the prior (KL exactly 0) is a trivial case that many wrong formulas pass: it earns nothing
+        # on its own, it is checked together with a general batch.
+        return _kl_case(fn, mu, logvar) or _kl_case(fn, zeros, zeros)
+
     cases = [
-        ("(B, d) batch with σ² < 1 and σ² > 1, one KL per example", lambda: _kl_case(fn, mu, logvar)),
+        ("(B, d) batch with σ² < 1 and σ² > 1, one KL per example; exactly 0 when q is the prior", batch_and_prior),
         ("log-variances above 0 (σ > 1)", lambda: _kl_case(fn, mu_pos, logvar_pos)),
-        ("exactly 0 when q is the prior (μ = 0, log σ² = 0)", lambda: _kl_case(fn, zeros, zeros)),
         ("extra leading dimensions (S, B, d) -> (S, B)", lambda: _kl_case(fn, mu_3d, logvar_3d)),
         ("float32 inputs, gradients reach μ and log σ²", lambda: _kl_case(fn, mu.float(), logvar.float(), with_gradient=True)),
     ]
@@ -325,7 +352,8 @@ def _neg_elbo_variants(logits, x, mu, logvar):
 
 def _neg_elbo_case(fn, logits, x, mu, logvar) -> str | None:
     want = -_Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1) + _kl_oracle(mu, logvar)
-    got = fn(logits, x, mu, logvar)
+    with _distributions_unvalidated():  # as the oracle: grey-level targets are valid for the Bernoulli likelihood
+        got = fn(logits, x, mu, logvar)
     hint = _shape_hint(got, want.shape, "pixels and latent dimensions")
     if hint:
         return hint
@@ -485,6 +513,31 @@ def check_score_function_gradient(fn: Callable, points: float = 2, seed: int = 0
         ("unbiased: the mean of 200,000 estimates matches the exact gradient", unbiased),
     ]
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivations
+
+
+derive_gaussian_kl = derivation(
+    "KL(N(μ, σ²) ‖ N(0, 1)) from the definition",
+    symbols={"mu": real(), "sigma": positive(0.1, 5.0)},
+    expected={"kl": "(mu**2 + sigma**2 - log(sigma**2) - 1) / 2"},
+    # The notes' formula writes 1 where σ² belongs, and σ in place of σ² gives the same at σ = 1.
+    special={"σ = 1": {"sigma": 1}},
+)
+
+# z ~ N(0, 1), x | z ~ N(z, s2), q(z|x) = N(m, v): the posterior is N(x / (1 + s2), s2 / (1 + s2)).
+derive_elbo_gap = derivation(
+    "The ELBO and its gap in a 1-D Gaussian model",
+    symbols={"x": real(), "m": real(), "v": positive(0.1, 5.0), "s2": positive(0.1, 5.0)},
+    expected={
+        "elbo": "-log(2*pi*s2)/2 - ((x - m)**2 + v)/(2*s2) - (m**2 + v - log(v) - 1)/2",
+        "gap": "(v*(1 + s2)/s2 + (m - x/(1 + s2))**2*(1 + s2)/s2 - 1 - log(v*(1 + s2)/s2))/2",
+    },
+    # Swapping the posterior's weights (mean x·s2/(1 + s2), variance 1/(1 + s2)) is right only at s2 = 1.
+    special={"σ² = 1": {"s2": 1}},
+)
 
 
 make_read_only(__name__)
