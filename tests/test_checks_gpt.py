@@ -240,3 +240,106 @@ def test_reward_model_loss_rejects_wrong_answers(wrong, diagnosis, capsys):
 )
 def test_dpo_loss_rejects_wrong_answers(wrong, diagnosis, capsys):
     assert_rejected(checks.check_dpo_loss, wrong, capsys, diagnosis, points=2)
+
+
+# --- Feedback quality: trivial cases earn little (issue #14, section 6) ----------------------------
+
+
+def score_of(check, answer, capsys, points):
+    try:
+        score = check(answer, points=points)
+    except CheckFailed as failure:
+        score = failure.score
+    capsys.readouterr()
+    return score
+
+
+@pytest.mark.parametrize(
+    ("check", "answer", "points"),
+    [
+        (checks.check_temperature_probs, lambda logits, T: torch.softmax(logits, -1), 2),        # passed T = 1
+        (checks.check_top_k_probs, lambda logits, k: torch.softmax(logits, -1), 2),              # passed k = V
+        (checks.check_top_p_probs, lambda logits, p: top_p_template(logits, p, renormalise=False), 3),  # passed p = 1
+        (checks.check_top_p_probs, lambda logits, p: torch.softmax(logits, -1), 3),              # passed p = 1
+        (checks.check_reward_model_loss, lambda c, r: -F.logsigmoid(r - c).mean(), 2),           # passed equal rewards
+        (checks.check_dpo_loss, lambda pc, pr, rc, rr, beta: -F.logsigmoid((pc - rc) - (pr - rr)).mean(), 2),  # passed π = π_ref
+        (checks.check_dpo_loss, lambda pc, pr, rc, rr, beta: -F.logsigmoid(beta * ((pr - rr) - (pc - rc))).mean(), 2),
+    ],
+    ids=["temperature-ignored", "top-k-uncut", "top-p-unnormalised", "top-p-uncut", "bt-swapped", "dpo-no-beta",
+         "dpo-swapped"],
+)
+def test_answers_right_only_on_trivial_inputs_earn_nothing(check, answer, points, capsys):
+    """T = 1, k = V, p = 1, equal rewards and a policy equal to its reference are passed by these wrong answers;
+    they ride along with a case that needs the real rule instead of being a case (a third of the points) alone."""
+    assert score_of(check, answer, capsys, points) == 0
+
+
+# --- Derivations ---------------------------------------------------------------------------------
+
+import sympy as sp  # noqa: E402
+
+from gradelib.checks.derive import make_symbols  # noqa: E402
+
+d, h = make_symbols(checks.BLOCK_SYMBOLS)
+k, V = make_symbols(checks.TEMPERATURE_SYMBOLS)
+beta, u = make_symbols(checks.DPO_SYMBOLS)
+BLOCK = {"classic_params": 12 * d**2 + 13 * d, "modern_params": 4 * d**2 + 3 * d * h + 2 * d}
+
+
+def test_block_params_match_the_reference_modules():
+    """The key against torch: the reference's GPT blocks, classic (width 4d) and modern (any width h)."""
+    for D, H in [(64, 176), (128, 344), (96, 100)]:
+        classic = ref.GPTBlock(ref.GPTConfig(50, d_model=D, num_heads=4, block="classic"))
+        modern = ref.GPTBlock(ref.GPTConfig(50, d_model=D, num_heads=4, block="modern", d_ff=H))
+        assert BLOCK["classic_params"].subs(d, D) == sum(p.numel() for p in classic.parameters())
+        assert BLOCK["modern_params"].subs({d: D, h: H}) == sum(p.numel() for p in modern.parameters())
+    # Section 2.5's claim: SwiGLU of width 8d/3 has as many MLP weights as a 4d GELU MLP (biases aside).
+    assert sp.expand(3 * d * sp.Rational(8, 3) * d - 2 * d * 4 * d) == 0
+
+
+def test_temperature_limits_and_dpo_gradient_are_verified_independently():
+    T = sp.Symbol("T", positive=True)
+    gap = sp.Symbol("g", positive=True)  # the lower logits sit g below the tied maximum (all alike: enough for a limit)
+    for K, VV in [(1, 10), (3, 10), (4, 50)]:
+        p_top = 1 / (K + (VV - K) * sp.exp(-gap / T))
+        assert sp.limit(p_top, T, 0, "+") == sp.Rational(1, K)
+        assert sp.limit(p_top, T, sp.oo) == sp.Rational(1, VV)
+    loss = -sp.log(1 / (1 + sp.exp(-beta * u)))
+    assert sp.simplify(sp.diff(loss, u) - (-beta / (1 + sp.exp(beta * u)))) == 0
+    # And numerically against torch's autograd of the DPO loss's margin.
+    margin = torch.tensor([0.0, 1.3, -2.0], dtype=torch.float64, requires_grad=True)
+    (-F.logsigmoid(0.4 * margin)).sum().backward()
+    assert torch.allclose(margin.grad, torch.tensor([-0.4 / (1 + math.exp(0.4 * x)) for x in [0.0, 1.3, -2.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("check", "answers", "points"), [
+    (checks.derive_block_params, BLOCK, 2),
+    (checks.derive_block_params, {"classic_params": 4 * (d**2 + d) + (4 * d**2 + 4 * d) + (4 * d**2 + d) + 4 * d,
+                                  "modern_params": d * (4 * d + 3 * h + 2)}, 2),
+    (checks.derive_temperature_limits, {"p_cold": 1 / k, "p_hot": 1 / V}, 2),
+    (checks.derive_temperature_limits, {"p_cold": k**-1, "p_hot": (V - k) / (V * (V - k))}, 2),
+    (checks.derive_dpo_gradient, {"dloss_du": -beta / (1 + sp.exp(beta * u))}, 1),
+    (checks.derive_dpo_gradient, {"dloss_du": -beta * sp.exp(-beta * u) / (1 + sp.exp(-beta * u))}, 1),
+    (checks.derive_dpo_gradient, {"dloss_du": sp.diff(-sp.log(1 / (1 + sp.exp(-beta * u))), u)}, 1),
+], ids=["block-expanded", "block-by-parts", "limits", "limits-roundabout", "dpo-form", "dpo-sigmoid-form", "dpo-diff"])
+def test_derivations_accept_equivalent_forms(check, answers, points, capsys):
+    assert check(answers, points=points) == points
+    assert check(answers, points=points, seed=99) == points
+
+
+@pytest.mark.parametrize(("check", "answers", "diagnosis"), [
+    (checks.derive_block_params, {**BLOCK, "modern_params": 4 * d**2 + 3 * d * h + 2 * d + h}, "not equivalent"),
+    (checks.derive_block_params, {**BLOCK, "modern_params": 12 * d**2 + 2 * d}, "misses a dependence on h"),  # took h = 8d/3
+    (checks.derive_block_params, {**BLOCK, "classic_params": 12 * d**2 + 13 * d + h}, "depends on h, which it should not"),
+    (checks.derive_temperature_limits, {"p_cold": k / k, "p_hot": 1 / V}, "misses a dependence on k"),       # "greedy: 1"
+    (checks.derive_temperature_limits, {"p_cold": 1 / k, "p_hot": k / V}, "depends on k, which it should not"),
+    (checks.derive_temperature_limits, {"p_cold": 1, "p_hot": 1 / V}, "a number (int), not an expression"),
+    (checks.derive_dpo_gradient, {"dloss_du": beta / (1 + sp.exp(beta * u))}, "has the wrong sign"),
+    (checks.derive_dpo_gradient, {"dloss_du": -beta / (1 + sp.exp(-beta * u))}, "correct at u = 0 (the policy equals the reference) but not in general"),
+], ids=["modern-extra-h", "modern-fixed-width", "classic-with-h", "cold-greedy", "hot-k", "cold-int", "dpo-sign",
+        "dpo-sigma-plus"])
+def test_derivations_reject_wrong_forms_by_diagnosis(check, answers, diagnosis, capsys):
+    with pytest.raises(CheckFailed):
+        check(answers, points=2)
+    printed = capsys.readouterr().out
+    assert diagnosis in printed, printed

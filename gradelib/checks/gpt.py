@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import _core
 from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, tensor_problem
+from gradelib.checks.derive import derivation, integer, positive, real
 from gradelib.reference import gpt as ref
 from gradelib.reference.attention import causal_mask as _causal_mask
 
@@ -234,9 +235,11 @@ def check_temperature_probs(fn: Callable, points: float = 2, seed: int = 0) -> l
     gen = generator(seed)
     logits = 3 * _randn(4, 10 + seed % 3, generator=gen)
     batched = _randn(2, 3, 6, generator=gen)
+    # T = 1 is passed by an answer that ignores the temperature, so it is not a case (a share of the points) of
+    # its own: it rides along with T = 0.5.
     cases = [
-        ("temperature 1 is the model's own distribution", lambda: _temperature_case(fn, logits, 1.0)),
-        ("temperature 0.5 sharpens", lambda: _temperature_case(fn, logits, 0.5)),
+        ("temperature 0.5 sharpens; temperature 1 is the model's own distribution",
+         lambda: _temperature_case(fn, logits, 0.5) or _temperature_case(fn, logits, 1.0)),
         ("temperature 2.5 flattens, (2, 3, V) logits", lambda: _temperature_case(fn, batched, 2.5)),
         ("temperature 0 is greedy: one-hot on the argmax", lambda: _temperature_case(fn, logits, 0.0)),
     ]
@@ -277,8 +280,8 @@ def check_top_k_probs(fn: Callable, points: float = 2, seed: int = 0) -> list[Ca
     cases = [
         ("k = 1 is greedy", lambda: _top_k_case(fn, logits, 1)),
         (f"k = {3 + seed % 3}", lambda: _top_k_case(fn, logits, 3 + seed % 3)),
-        ("k = V keeps everything, (2, 3, V) logits", lambda: _top_k_case(fn, batched, 8)),
-        ("k = 4, (2, 3, V) logits", lambda: _top_k_case(fn, batched, 4)),
+        # k = V is passed by the whole softmax: it rides along with a case that cuts.
+        ("k = 4, and k = V keeps everything, (2, 3, V) logits", lambda: _top_k_case(fn, batched, 4) or _top_k_case(fn, batched, 8)),
     ]
     return cases
 
@@ -347,9 +350,10 @@ def check_top_p_probs(fn: Callable, points: float = 3, seed: int = 0) -> list[Ca
     peaked = torch.tensor([[6.0, 1.0, 0.5, 0.0, -1.0]])
     cases = [
         ("p = 0.9, several rows with different nucleus sizes", lambda: _top_p_case(fn, _top_p_logits(gen, (6, 10 + seed % 4), 0.9), 0.9)),
-        ("p = 0.5, (2, 3, V) logits", lambda: _top_p_case(fn, _top_p_logits(gen, (2, 3, 7), 0.5), 0.5)),
+        # p = 1 cuts nothing, so an unnormalised or uncut answer passes it: it rides along with p = 0.5.
+        ("p = 0.5, (2, 3, V) logits; p = 1 keeps every token",
+         lambda: _top_p_case(fn, _top_p_logits(gen, (2, 3, 7), 0.5), 0.5) or _top_p_case(fn, _top_p_logits(gen, (3, 6), 1.5, 1.0), 1.0)),
         ("one token already above p: the nucleus is that token alone", lambda: _top_p_case(fn, peaked, 0.8)),
-        ("p = 1 keeps every token", lambda: _top_p_case(fn, _top_p_logits(gen, (3, 6), 1.5, 1.0), 1.0)),
     ]
     return cases
 
@@ -381,8 +385,9 @@ def check_reward_model_loss(fn: Callable, points: float = 2, seed: int = 0) -> l
     chosen, rejected = _randn(8, generator=gen), _randn(8, generator=gen)
     far = torch.tensor([200.0, -150.0, 3.0, 80.0])
     cases = [
-        ("random rewards", lambda: _bt_case(fn, chosen, rejected)),
-        ("equal rewards give log 2", lambda: _bt_case(fn, chosen[:3], chosen[:3].clone())),
+        # Equal rewards (log 2) are passed by swapped preferences: that input rides along with random rewards.
+        ("random rewards; equal rewards give log 2",
+         lambda: _bt_case(fn, chosen, rejected) or _bt_case(fn, chosen[:3], chosen[:3].clone())),
         ("chosen clearly better", lambda: _bt_case(fn, chosen + 3, rejected)),
         ("huge margins stay finite (|margin| up to 200)", lambda: _bt_case(fn, far, torch.zeros(4))),
     ]
@@ -423,10 +428,44 @@ def check_dpo_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Case]
     beta = 0.1 + 0.1 * (seed % 3)
     cases = [
         (f"β = {beta:.1f}", lambda: _dpo_case(fn, pc, pr, rc, rr, beta)),
-        ("β = 0.5, policy equal to the reference gives log 2", lambda: _dpo_case(fn, rc, rr, rc, rr, 0.5)),
-        ("β = 2", lambda: _dpo_case(fn, pc, pr, rc, rr, 2.0)),
+        # A policy equal to the reference (log 2) is passed by a missing β or swapped pairs, and was a third of the
+        # points: it rides along with β = 2.
+        ("β = 2; a policy equal to the reference gives log 2 (β = 0.5)",
+         lambda: _dpo_case(fn, pc, pr, rc, rr, 2.0) or _dpo_case(fn, rc, rr, rc, rr, 0.5)),
     ]
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivations (graded with gradelib.checks.derive: a SymPy expression, compared by value and by simplify)
+
+# Section 3.1: the parameters of one decoder block. Classic (GPT-2): biases everywhere, two LayerNorms, a GELU
+# MLP of width 4d. Modern (LLaMA): no biases, two RMSNorms (a gain each), SwiGLU of width h (three matrices).
+BLOCK_SYMBOLS = {"d": integer(8, 2048), "h": integer(8, 8192)}
+derive_block_params = derivation(
+    "Parameters of one GPT block",
+    symbols=BLOCK_SYMBOLS,
+    expected={"classic_params": "12*d**2 + 13*d", "modern_params": "4*d**2 + 3*d*h + 2*d"},
+)
+
+# After exercise 3: the probability of one of k tokens that tie for the largest logit, among V tokens,
+# as the temperature goes to 0 and to infinity.
+TEMPERATURE_SYMBOLS = {"k": integer(1, 9), "V": integer(10, 500)}
+derive_temperature_limits = derivation(
+    "Temperature limits",
+    symbols=TEMPERATURE_SYMBOLS,
+    expected={"p_cold": "1/k", "p_hot": "1/V"},
+    special={"k = 1 (a single largest logit)": {"k": 1}},
+)
+
+# After exercise 7: the derivative of the DPO loss -log σ(β u) with respect to the log-ratio margin u.
+DPO_SYMBOLS = {"beta": positive(0.05, 5.0), "u": real(-4.0, 4.0)}
+derive_dpo_gradient = derivation(
+    "The gradient of the DPO loss",
+    symbols=DPO_SYMBOLS,
+    expected={"dloss_du": "-beta / (1 + exp(beta*u))"},
+    special={"u = 0 (the policy equals the reference)": {"u": 0}},
+)
 
 
 make_read_only(__name__)
