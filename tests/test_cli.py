@@ -12,8 +12,8 @@ def gradelib_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("notebook", "total"), [
-    ("course/01_attention/01_attention.ipynb", "0 / 27"),
-    ("solutions/01_attention/01_attention.ipynb", "27 / 27"),
+    ("course/01_attention/01_attention.ipynb", "0 / 29"),
+    ("solutions/01_attention/01_attention.ipynb", "29 / 29"),
 ])
 def test_check_prints_each_exercise_and_the_total(notebook, total):
     result = gradelib_cli("check", notebook)

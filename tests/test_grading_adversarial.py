@@ -29,7 +29,7 @@ from gradelib import grading
 from gradelib.grading import hidden
 
 ASSIGNMENT = "01_attention"
-FULL = 27.0
+FULL = 29.0
 LIMITS = grading.Limits(cell_timeout=40, notebook_timeout=150, memory_gb=3.0)
 
 WRONG_CAUSAL_MASK = '''
