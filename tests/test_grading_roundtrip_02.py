@@ -4,7 +4,7 @@ import pytest
 from roundtrip import assert_only_these_cells_lost_points, assert_solution_full_and_untouched_zero, grade_standard_submissions
 
 ASSIGNMENT = "02_bert"
-TOTAL = 26.0  # code 17, derive 4, predict 1, concept 4
+TOTAL = 28.0  # code 17, derive 4, predict 1, concept 6
 
 # Plausible mistakes, each costing only its own cell: MLM masking that may select special tokens ([CLS],
 # [SEP], [PAD]) in exercise 6 (every case checks that first), a wrong concept answer, the 12 d² + 13 d
@@ -39,3 +39,12 @@ def test_each_bug_costs_its_own_cell_and_is_named_in_the_feedback(graded):
         "Parameters of BERT's layer and embeddings: 1 / 2 points" in feedback
     assert "misses a dependence on d_ff" in feedback
     assert "the question takes the notes" in feedback
+
+
+def test_the_untouched_notebook_says_no_answer_yet(graded):
+    import html
+    import re
+
+    feedback = html.unescape(re.sub(r"<[^>]+>", "", graded.feedback["untouched"]))
+    assert "NameError" not in feedback
+    assert "no answer yet" in feedback
