@@ -41,6 +41,21 @@ def test_page_renders_math_and_outputs_without_leaking_solutions(site, name):
     assert "Traceback" not in page
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_hints_stay_collapsed_with_their_math_rendered(site, name):
+    """Every <details> hint of the student notebook is a closed <details> element on the page, and the
+    equations inside it are math markup, not raw dollars."""
+    import nbformat
+
+    student = nbformat.read(ROOT / "course" / name / f"{name}.ipynb", as_version=4)
+    hints = sum(cell.source.count("<details>") for cell in student.cells if cell.cell_type == "markdown")
+    page = (site / f"{name}.html").read_text()
+    shown = re.findall(r"<details>(.*?)</details>", page, re.S)
+    assert hints >= 1 and len(shown) == hints
+    assert "<details open" not in page
+    assert not [hint for hint in shown if "$$" in hint or re.search(r"(?<![\\$])\$[^$\s][^$]*\$", hint)], "raw TeX in a hint"
+
+
 def test_interactive_explorers_become_pictures(site):
     page = (site / "01_attention.html").read_text()
     after_note = page.split(STATIC_NOTE.strip("*"))[1:]
