@@ -478,3 +478,51 @@ def test_elbo_term_accepts_equivalent_forms_and_names_wrong_ones(capsys):
     # the weight with σ² = 1 (not divided by the reverse step's variance): it depends on β_t differently
     score, table = derivation_table(checks.derive_elbo_term, {**textbook, "weight": beta_t**2 / (2 * alpha_t * (1 - abar_t))}, 2, capsys)
     assert score == 1 and "weight  <- not equivalent" in table
+
+
+# --- one mistake costs one exercise ---------------------------------------------------------------
+
+
+def notebook_function(source, **names):
+    """A function defined as in a notebook cell, whose globals hold the student's earlier answers ``names``."""
+    space = {"torch": torch, "F": F, **names}
+    exec(source, space)
+    return space
+
+
+DDIM_VIA_PREDICT_X0 = '''
+def ddim_step(x_t, eps_hat, t, t_prev, alpha_bars):
+    x0_hat = predict_x0(x_t, torch.full((x_t.shape[0],), t, dtype=torch.long), eps_hat, alpha_bars)
+    ab_s = alpha_bars[t_prev] if t_prev >= 0 else torch.ones((), dtype=alpha_bars.dtype)
+    return ab_s.sqrt() * x0_hat + (1 - ab_s).sqrt() * eps_hat
+'''
+
+LOSS_VIA_Q_SAMPLE = '''
+def simple_loss(eps_model, x0, alpha_bars, generator=None):
+    t = torch.randint(0, len(alpha_bars), (len(x0),), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    return F.mse_loss(eps_model(q_sample(x0, t, noise, alpha_bars), t), noise)
+'''
+
+
+def test_a_wrong_earlier_exercise_costs_only_its_own_points(capsys):
+    """ddim_step that calls a wrong predict_x0 (exercise 3), and simple_loss that calls a q_sample without its square
+    root (exercise 1), earn their full points; a note names the exercise to fix."""
+    def wrong_predict_x0(x_t, t, eps, alpha_bars):
+        ab = col(alpha_bars, t, x_t)
+        return (x_t - (1 - ab) * eps) / ab.sqrt()
+
+    space = notebook_function(DDIM_VIA_PREDICT_X0, predict_x0=wrong_predict_x0)
+    assert checks.check_ddim_step(space["ddim_step"], points=2) == 2
+    printed = capsys.readouterr().out
+    assert "fix exercise 3 (predict_x0)" in printed and printed.count("note:") == 1
+    assert space["predict_x0"] is wrong_predict_x0          # the notebook's own name is put back
+
+    space = notebook_function(LOSS_VIA_Q_SAMPLE, q_sample=q_no_sqrt_noise)
+    assert checks.check_simple_loss(space["simple_loss"], points=2) == 2
+    assert "fix exercise 1 (q_sample)" in capsys.readouterr().out
+
+    # with correct earlier pieces there is nothing to note, and a mistake of the exercise itself is still named
+    space = notebook_function(DDIM_VIA_PREDICT_X0.replace("(1 - ab_s).sqrt() * eps_hat", "(1 - ab_s) * eps_hat"),
+                              predict_x0=own_copy(ref.predict_x0))
+    assert_rejected(checks.check_ddim_step, space["ddim_step"], capsys, "you used the variance 1 − ᾱ_prev", points=2)
