@@ -568,10 +568,12 @@ def derivation(title: str, *, symbols: Mapping[str, "Domain | str"], expected: M
         problem.parse(text, f"expected {name!r}")
     symbols, expected = MappingProxyType(dict(symbols)), MappingProxyType(dict(expected))
     special = MappingProxyType({label: MappingProxyType(dict(values)) for label, values in (special or {}).items()})
+    # Passed as one mapping: the line a failing check's traceback shows must not read like a hidden test's
+    # "expected=" (feedback must never look as if it quoted an answer key).
+    declared = MappingProxyType({"expected": expected, "symbols": symbols, "special": special, "rel_tol": rel_tol})
 
     def check(answers: Mapping[str, object], *, points: float, seed: int = 0) -> float:
-        return check_derivation(title, answers, expected=expected, symbols=symbols, points=points,
-                                special=special, seed=seed, rel_tol=rel_tol)
+        return check_derivation(title, answers, points=points, seed=seed, **declared)
 
     check.__name__ = check.__qualname__ = "derivation_check"
     check.__doc__ = f"{title}: grade the results {', '.join(expected)} (a dict of SymPy expressions)."
