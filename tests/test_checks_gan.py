@@ -264,3 +264,101 @@ def test_stub_is_reported_as_not_implemented(capsys):
     for check in (checks.check_discriminator_loss, checks.check_generator_loss, checks.check_jensen_shannon,
                   checks.check_minibatch_similarity, checks.check_mode_coverage, checks.check_fit_discriminator):
         assert_rejected(check, stub, capsys, "not implemented yet")
+
+
+# --- §6: trivial cases earn nothing on their own -------------------------------------------------
+
+
+@pytest.mark.parametrize("constant", [0.0, math.log(2)], ids=["zero", "log2"])
+def test_a_constant_jsd_earns_nothing(constant, capsys):
+    """0 (identical distributions) and log 2 (disjoint supports) used to earn a case of four each."""
+    answer = lambda p, q: torch.full(p.shape[:-1], constant, dtype=p.dtype)  # noqa: E731
+    with pytest.raises(CheckFailed) as failed:
+        checks.check_jensen_shannon(answer, points=2)
+    assert failed.value.score == 0
+    assert "0 / 2 points" in capsys.readouterr().out
+
+
+def test_zero_minibatch_features_earn_nothing(capsys):
+    """Zeros are right for well-spread examples only, which used to be a case of its own."""
+    answer = lambda m: torch.zeros(m.shape[:2], dtype=m.dtype, requires_grad=m.requires_grad)  # noqa: E731
+    with pytest.raises(CheckFailed) as failed:
+        checks.check_minibatch_similarity(answer, points=2)
+    assert failed.value.score == 0
+
+
+# --- Derivations ---------------------------------------------------------------------------------
+
+import sympy  # noqa: E402
+
+A, B = sympy.symbols("a b", positive=True)
+JSD = sympy.Symbol("jsd", nonnegative=True)
+Y = sympy.Symbol("y", positive=True)
+
+
+def test_optimal_discriminator_key_maximises_the_integrand():
+    f = A * sympy.log(Y) + B * sympy.log(1 - Y)
+    (stationary,) = sympy.solve(sympy.diff(f, Y), Y)
+    assert sympy.simplify(stationary - A / (A + B)) == 0
+    assert sympy.simplify(sympy.diff(f, Y, 2).subs(Y, stationary)).is_negative  # a maximum
+
+
+def test_value_at_optimum_key_gives_minus_log_4_plus_2_jsd():
+    """Pointwise: the integrand at D* equals p·log(p/m) + q·log(q/m) − (a + b) log 2; integrated over x
+    (each density integrates to 1) that is KL(p ‖ m) + KL(q ‖ m) − log 4 = 2 JSD − log 4. Checked on two
+    discrete distributions, where the integral is a sum."""
+    integrand = A * sympy.log(A / (A + B)) + B * sympy.log(B / (A + B))
+    m = (A + B) / 2
+    pointwise = A * sympy.log(A / m) + B * sympy.log(B / m) - (A + B) * sympy.log(2)
+    assert sympy.simplify(sympy.expand_log(integrand - pointwise, force=True)) == 0
+    p = [sympy.Rational(1, 5), sympy.Rational(3, 10), sympy.Rational(1, 2)]
+    q = [sympy.Rational(1, 2), sympy.Rational(1, 4), sympy.Rational(1, 4)]
+    value = sum(integrand.subs({A: pi, B: qi}) for pi, qi in zip(p, q))
+    jsd = sum(pi * sympy.log(2 * pi / (pi + qi)) + qi * sympy.log(2 * qi / (pi + qi)) for pi, qi in zip(p, q)) / 2
+    assert abs(float(value - (-sympy.log(4) + 2 * jsd))) < 1e-12
+
+
+@pytest.mark.parametrize("form", [A / (A + B), 1 / (1 + B / A), 1 - B / (A + B)], ids=["ratio", "one-over", "complement"])
+def test_derive_optimal_discriminator_accepts_equivalent_forms(form, capsys):
+    assert checks.derive_optimal_discriminator({"d_star": form}, points=2) == 2.0
+    assert checks.derive_optimal_discriminator({"d_star": form}, points=2, seed=47) == 2.0
+
+
+@pytest.mark.parametrize(("form", "diagnosis"), [
+    (B / (A + B), "correct at p_data = p_g (a = b) but not in general"),  # real and fake swapped
+    (sympy.Rational(1, 2), "misses a dependence on a, b"),  # the equilibrium value, not the optimum for this G
+    (A / B, "not equivalent"),  # the density ratio, not normalised
+    ("a / (a + b)", "a string, not an expression in the given symbols"),
+    (None, "no answer yet"),
+], ids=["swapped", "half", "ratio", "string", "none"])
+def test_derive_optimal_discriminator_rejects_plausible_mistakes(form, diagnosis, capsys):
+    with pytest.raises(CheckFailed):
+        checks.derive_optimal_discriminator({"d_star": form}, points=2)
+    printed = capsys.readouterr().out
+    assert f"✗ d_star  <- {diagnosis}" in printed, printed
+
+
+RIGHT = {"integrand": A * sympy.log(A / (A + B)) + B * sympy.log(B / (A + B)), "c_of_g": -sympy.log(4) + 2 * JSD}
+
+
+def test_derive_value_at_optimum_accepts_equivalent_forms(capsys):
+    other = {"integrand": A * sympy.log(A) + B * sympy.log(B) - (A + B) * sympy.log(A + B),
+             "c_of_g": 2 * (JSD - sympy.log(2))}
+    for answers in (RIGHT, other):
+        assert checks.derive_value_at_optimum(answers, points=2) == 2.0
+        assert checks.derive_value_at_optimum(answers, points=2, seed=53) == 2.0
+
+
+@pytest.mark.parametrize(("part", "wrong", "diagnosis"), [
+    ("integrand", -(A + B) * sympy.log(2), "correct at p_data = p_g (a = b) but not in general"),  # D = ½ put in
+    ("integrand", RIGHT["integrand"] + sympy.log(4), "off by an additive constant"),
+    ("c_of_g", -2 * sympy.log(4) + 2 * JSD, "off by an additive constant"),  # the notes' extra − log 4
+    ("c_of_g", -sympy.log(4) + JSD, "correct at p_g = p_data (JSD = 0) but not in general"),  # KL(p‖m) + KL(q‖m) = JSD
+    ("c_of_g", -sympy.log(4) + 0 * JSD, "misses a dependence on jsd"),
+], ids=["half-put-in", "plus-log4", "notes-minus-log4-twice", "one-jsd", "constant"])
+def test_derive_value_at_optimum_rejects_plausible_mistakes_with_partial_credit(part, wrong, diagnosis, capsys):
+    answers = {**RIGHT, part: wrong}
+    with pytest.raises(CheckFailed) as failed:
+        checks.derive_value_at_optimum(answers, points=2)
+    assert failed.value.score == 1.0
+    assert f"✗ {part}  <- {diagnosis}" in capsys.readouterr().out

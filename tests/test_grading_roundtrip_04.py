@@ -51,7 +51,7 @@ def test_solution_scores_full_marks_and_the_untouched_notebook_zero(graded):
 def test_untouched_answer_cells_say_no_answer_yet_not_name_error(graded):
     """Every concept, predict and derive answer cell names its variable before the solution region."""
     feedback = graded.feedback["untouched"]
-    assert "NameError" not in feedback
+    assert "NameError" not in feedback  # (04's later cells use the reference, so nothing else fails with one)
     assert feedback.count("no answer yet") >= 8  # 5 concept, 1 prediction, 2 derivations (3 results)
 
 

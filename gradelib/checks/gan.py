@@ -5,6 +5,9 @@ and, when they disagree, looks for the mistake it resembles (real and fake swapp
 loss where the non-saturating one is asked, D* upside down, a missing ½, ...), so the feedback names
 the fault without printing the solution. ``seed`` selects the cases: visible tests use the default,
 hidden tests other seeds.
+
+The derivations of the notebook (``derive_*``) are declared here too, with their keys, through
+:func:`gradelib.checks.derive.derivation`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import _core
 from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, tensor_problem
+from gradelib.checks.derive import derivation, interval, positive
 from gradelib.reference import gan as ref
 
 # Bound at import, before any student code runs.
@@ -449,11 +453,13 @@ def check_jensen_shannon(fn: Callable, points: float = 2, seed: int = 0) -> list
     with_zeros_p, with_zeros_q = with_zeros_p / with_zeros_p.sum(-1, keepdim=True), with_zeros_q / with_zeros_q.sum(-1, keepdim=True)
     disjoint_p = torch.tensor([[0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
     disjoint_q = torch.tensor([[0.0, 0.0, 0.25, 0.75]], dtype=torch.float64)
+    # The two special values (0 for identical distributions, log 2 for disjoint supports) are what a constant
+    # answer gets right: each is checked together with a general case, so neither earns points on its own.
     cases = [
-        (f"a batch of 4 pairs of distributions over {K} outcomes", lambda: _js_case(fn, p, q)),
-        ("identical distributions give 0", lambda: _js_case(fn, p, p.clone())),
-        ("zeros in p and in q (0·log 0 = 0)", lambda: _js_case(fn, with_zeros_p, with_zeros_q)),
-        ("disjoint supports give log 2", lambda: _js_case(fn, disjoint_p, disjoint_q)),
+        (f"a batch of 4 pairs of distributions over {K} outcomes; identical distributions give 0",
+         lambda: _js_case(fn, p, q) or _js_case(fn, p, p.clone())),
+        ("zeros in p and in q (0·log 0 = 0); disjoint supports give log 2",
+         lambda: _js_case(fn, with_zeros_p, with_zeros_q) or _js_case(fn, disjoint_p, disjoint_q)),
     ]
     return cases
 
@@ -581,13 +587,37 @@ def check_minibatch_similarity(fn: Callable, points: float = 2, seed: int = 0) -
             return "the result must stay differentiable with respect to m (D learns T through it): avoid .detach() and numpy"
         return None
 
+    # Well-spread examples score ≈ 0, which an answer of zeros gets right: checked with a general batch.
     cases = [
-        (f"a batch of {N} examples, {B} kernels of dimension {C}", lambda: _minibatch_case(fn, m)),
+        (f"a batch of {N} examples, {B} kernels of dimension {C}; well-spread examples score ≈ 0",
+         lambda: _minibatch_case(fn, m) or _minibatch_case(fn, spread)),
         ("a collapsed batch (all examples equal) scores N − 1 in every kernel", lambda: _minibatch_case(fn, collapsed)),
-        ("well-spread examples score ≈ 0", lambda: _minibatch_case(fn, spread)),
         ("float32 input that requires grad: the output is differentiable", differentiable),
     ]
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivations
+
+
+# Maximise f(y) = a log y + b log(1 − y) over y in (0, 1), with a = p_data(x) > 0 and b = p_g(x) > 0.
+derive_optimal_discriminator = derivation(
+    "The optimal discriminator, pointwise",
+    symbols={"a": positive(0.05, 5.0), "b": positive(0.05, 5.0)},
+    expected={"d_star": "a / (a + b)"},
+    # Real and fake swapped (b / (a + b)) and a constant ½ are right where the densities are equal.
+    special={"p_data = p_g (a = b)": {"a": "b"}},
+)
+
+# The integrand at D*, and C(G) = V(D*, G) in terms of JSD(p_data ‖ p_g) ∈ [0, log 2].
+derive_value_at_optimum = derivation(
+    "The value of the game against D*",
+    symbols={"a": positive(0.05, 5.0), "b": positive(0.05, 5.0), "jsd": interval(0, 0.6931)},
+    expected={"integrand": "a*log(a/(a + b)) + b*log(b/(a + b))", "c_of_g": "-log(4) + 2*jsd"},
+    # Putting D = ½ into the integrand is right only where p_data = p_g; so is dropping the JSD term.
+    special={"p_data = p_g (a = b)": {"a": "b"}, "p_g = p_data (JSD = 0)": {"jsd": 0}},
+)
 
 
 make_read_only(__name__)
