@@ -6,7 +6,7 @@ from nbformat.v4 import new_code_cell, new_output
 
 from gradelib.checks import CheckFailed
 from gradelib.checks.answers import ANSWER_MIME, answer_problem, check_answer, recorded_form
-from gradelib.checks.derive import derivation, interval, positive
+from gradelib.checks.derive import derivation, integer, interval, positive
 from gradelib.grading import hidden
 
 PREDICTION = ('from gradelib.checks import check_answer_form\n'
@@ -79,3 +79,16 @@ def test_a_declared_derivation_grades_like_check_derivation(capsys):
 def test_a_derivation_with_a_typo_in_its_key_fails_when_declared():
     with pytest.raises(ValueError, match="undeclared symbols: sigma"):
         derivation("KL", symbols={"mu": interval(-2, 2), "s": positive()}, expected={"kl": "log(1/sigma)"})
+
+
+def test_a_count_written_with_floors_is_evaluated_and_told_to_drop_the_rounding(capsys):
+    """SymPy's evalf(subs=...) gives up on a product of floors; the check still evaluates it, and says why it
+    differs from a count that assumes exact division."""
+    import sympy
+
+    tokens = derivation("tokens", symbols={"H": integer(16, 512), "p": integer(2, 32)}, expected={"n": "(H / p)**2"})
+    H, p = sympy.symbols("H p", positive=True, integer=True)
+    assert tokens({"n": H**2 / p**2}, points=1) == 1
+    with pytest.raises(CheckFailed):
+        tokens({"n": (H // p) * (H // p)}, points=1)
+    assert "rounds (floor, ceiling or //) where the exercise assumes exact division" in capsys.readouterr().out

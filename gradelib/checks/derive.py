@@ -332,7 +332,12 @@ def _value(expression: sympy.Expr, point: dict) -> complex | None:
     try:
         value = complex(_evalf(expression, DIGITS, subs=point))
     except Exception:  # noqa: BLE001 (whatever SymPy raises, the value is undefined there)
-        return None
+        # evalf(subs=...) gives up on some well-defined values (PrecisionExhausted on a product of floors,
+        # (T//t)*(H//p)): substituted first, the numbers evaluate exactly.
+        try:
+            value = complex(_evalf(_xreplace(expression, point), DIGITS))
+        except Exception:  # noqa: BLE001
+            return None
     return value if math.isfinite(value.real) and math.isfinite(value.imag) else None
 
 
@@ -511,6 +516,9 @@ def _judge(answer: object, expected: sympy.Expr, problem: _Problem, special: Map
     if comparison is None:
         return (f"could not be evaluated within {EVALUATE_SECONDS:g} s: simplify it first" if status == "timeout"
                 else "could not be evaluated: is it a plain expression in the given symbols?")
+    rounding = (sympy.floor, sympy.ceiling)
+    if answer.has(*rounding) and not expected.has(*rounding):
+        return "rounds (floor, ceiling or //) where the exercise assumes exact division: write it without rounding"
     return _diagnose(comparison, problem)
 
 
