@@ -92,3 +92,22 @@ def test_a_count_written_with_floors_is_evaluated_and_told_to_drop_the_rounding(
     with pytest.raises(CheckFailed):
         tokens({"n": (H // p) * (H // p)}, points=1)
     assert "rounds (floor, ceiling or //) where the exercise assumes exact division" in capsys.readouterr().out
+
+
+def test_a_large_result_off_by_a_varying_ratio_is_not_called_a_constant_factor(capsys):
+    """A parameter count near 10⁷ answered without its linear term: the ratio is near 1 but varies, so it is
+    no constant factor (the result's size must not serve as the tolerance of a ratio)."""
+    import sympy
+
+    block = derivation("block", symbols={"d": integer(64, 4096)}, expected={"params": "12*d**2 + 13*d"})
+    d = sympy.Symbol("d", positive=True, integer=True)
+    with pytest.raises(CheckFailed):
+        block({"params": 12 * d**2}, points=1)
+    out = capsys.readouterr().out
+    assert "constant factor" not in out and "not equivalent" in out
+    with pytest.raises(CheckFailed):
+        block({"params": 2 * (12 * d**2 + 13 * d)}, points=1)
+    assert "off by a constant factor (×2)" in capsys.readouterr().out
+    with pytest.raises(CheckFailed):
+        block({"params": 12 * d**2 + 13 * d + 1}, points=1)
+    assert "off by an additive constant" in capsys.readouterr().out

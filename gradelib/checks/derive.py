@@ -464,10 +464,13 @@ class _Comparison:
         return any(values[i] is not None and values[j] is not None and not self.close(values[i], values[j])
                    for i, j in zip(range(PROBES), self.layout.moved[symbol]))
 
-    def constant(self, value: Callable[[int], complex]) -> complex | None:
-        """The common value of ``value(i)`` at the usable points, if they all agree (to 1e-6)."""
+    def constant(self, value: Callable[[int], complex], floor: float) -> complex | None:
+        """The common value of ``value(i)`` at the usable points, if they all agree to 1e-6 of their size, or
+        of ``floor`` where they are near 0: the result's scale for a difference, but not for a ratio, which is
+        a pure number (a ratio of 1.001 is no constant factor however large the result)."""
         first = value(self.usable[0])
-        return first if all(self.close(value(i), first, 1e-6) for i in self.usable) else None
+        return first if all(abs(value(i) - first) <= 1e-6 * max(abs(value(i)), abs(first), floor)
+                            for i in self.usable) else None
 
 
 def _diagnose(comparison: _Comparison, problem: _Problem) -> str:
@@ -484,12 +487,13 @@ def _diagnose(comparison: _Comparison, problem: _Problem) -> str:
                          + ([f"misses a dependence on {', '.join(missing)}"] if missing else []))
     varies = any(comparison.depends_on(want, s) for s, _ in problem.free)
     if varies:  # for a constant result, a factor or an offset would give the answer away
+        # An offset first: on a large result (10⁷) an offset of 1 leaves a ratio that is 1 to within 1e-6.
+        if comparison.constant(lambda i: got[i] - want[i], comparison.scale) is not None:
+            return "off by an additive constant"
         nonzero = all(abs(want[i]) > comparison.scale for i in usable)
-        factor = comparison.constant(lambda i: got[i] / want[i]) if nonzero else None
+        factor = comparison.constant(lambda i: got[i] / want[i], 1e-12) if nonzero else None
         if factor is not None:
             return _factor_message(factor)
-        if comparison.constant(lambda i: got[i] - want[i]) is not None:
-            return "off by an additive constant"
     for label, indices in comparison.layout.special.items():
         if all(want[i] is not None for i in indices) and all(comparison.agree(i) for i in indices):
             return f"correct at {label} but not in general"
