@@ -22,3 +22,11 @@ def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
     printed = capsys.readouterr().out
     assert "✗" in printed
     assert diagnosis in printed, printed
+
+
+def score_of(check, candidate, points=3.0, **kwargs) -> float:
+    """The score a check gives ``candidate``, passing or failing (its table is printed; pytest captures it)."""
+    try:
+        return check(candidate, points=points, **kwargs)
+    except CheckFailed as failure:
+        return failure.score

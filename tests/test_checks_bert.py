@@ -10,7 +10,7 @@ from gradelib.checks import CheckFailed
 from gradelib.checks import bert as checks
 from gradelib.reference import bert as ref
 from gradelib.reference import tokenization as tk
-from checking import assert_rejected, own_copy
+from checking import assert_rejected, own_copy, score_of
 
 
 # Copies of the reference used inside wrong answers (calling the reference itself is refused by the checks).
@@ -254,32 +254,22 @@ def test_nsp_pairs_rejects(wrong, diagnosis, capsys):
 # --- Feedback quality: trivial cases earn little (issue #14, section 6) ----------------------------
 
 
-def score_of(check, answer, capsys, points=3.0):
-    """The score a check gives ``answer``."""
-    try:
-        score = check(answer, points=points)
-    except CheckFailed as failure:
-        score = failure.score
-    capsys.readouterr()
-    return score
-
-
 def test_trivial_answers_earn_little(capsys):
     """Answers that only get the trivial inputs right (characters for BPE encoding, always [UNK] for
     WordPiece, any generator-driven masking) earn no case of their own: a trivial input rides along with a
     case that needs the real algorithm."""
-    assert score_of(checks.check_bpe_encode_word, lambda w, m: list(w), capsys) == 0
-    assert score_of(checks.check_wordpiece_encode_word, lambda w, v: ["[UNK]"], capsys) == 0
+    assert score_of(checks.check_bpe_encode_word, lambda w, m: list(w)) == 0
+    assert score_of(checks.check_wordpiece_encode_word, lambda w, v: ["[UNK]"]) == 0
     # Masking that selects every kind of token at the wrong rates, but draws from the generator.
     wrong = lambda i, v, g: mask_template(i, v, g, protect=False, rate=0.3, split=(0.5, 0.5))
-    assert score_of(checks.check_mask_tokens, wrong, capsys) == 0
+    assert score_of(checks.check_mask_tokens, wrong) == 0
 
 
 def test_masking_special_tokens_is_named_in_every_case(capsys):
     """Every masking case checks the structure first, so selecting special tokens fails them all, each naming it
     (before, only the reproducibility case passed, for a quarter of the points)."""
     wrong = lambda i, v, g: mask_template(i, v, g, protect=False)
-    assert score_of(checks.check_mask_tokens, wrong, capsys) == 0
+    assert score_of(checks.check_mask_tokens, wrong) == 0
 
 
 # --- Derivations ---------------------------------------------------------------------------------

@@ -329,33 +329,3 @@ def test_infonce_chance_names_plausible_mistakes(loss, grad, diagnosis, capsys):
 def test_derivations_say_no_answer_yet_for_none(capsys):
     score, table = _derive(checks.derive_infonce_chance, {"loss_uniform": None, "grad_uniform": None}, capsys)
     assert score == 0 and "no answer yet" in table, table
-
-
-# --- the concept and prediction keys: every named mistake gets its own diagnosis -----------------
-
-
-def test_every_named_mistake_of_the_notebook_is_diagnosed_and_the_key_accepted():
-    """Each hidden check_answer's mistakes are reachable (not within the tolerance of the key or of each other)
-    and each gets its own message; the key itself passes."""
-    from pathlib import Path
-
-    import nbformat
-
-    from gradelib.checks.answers import answer_problem
-    from gradelib.grading import hidden
-
-    path = Path(__file__).resolve().parents[1] / "solutions" / "08_clip" / "08_clip.ipynb"
-    keys = [key for cell in nbformat.read(path, as_version=4).cells
-            if cell.metadata.get("nbgrader", {}).get("grade")
-            for part in hidden.hidden_parts(cell.source) for key in hidden.answer_keys(part)]
-    assert len(keys) == 6  # five concept questions and one prediction
-    named = 0
-    for key in keys:
-        assert answer_problem(key.expected, expected=key.expected, kind=key.kind, options=key.options, rel_tol=key.rel_tol) is None
-        for wrong, diagnosis in (key.mistakes or {}).items():
-            wrong = set(wrong) if key.kind == "indices" else wrong
-            got = answer_problem(wrong, expected=key.expected, kind=key.kind, options=key.options, rel_tol=key.rel_tol,
-                                 mistakes=key.mistakes)
-            assert got == diagnosis, (key.label, wrong, got)
-            named += 1
-    assert named >= 10

@@ -5,7 +5,7 @@ import sympy
 import torch
 import torch.nn.functional as F
 
-from checking import assert_rejected, own_copy
+from checking import assert_rejected, own_copy, score_of
 from gradelib.checks import CheckFailed
 from gradelib.checks import ddpm as checks
 from gradelib.reference import ddpm as ref
@@ -236,14 +236,6 @@ def make_loss(*, low=0, high=None, sqrt=True, target="noise", reduce="mean", use
 ], ids=["t-from-1", "t-to-T-2", "no-sqrt", "x0-target", "sum", "no-generator", "detached", "reference"])
 def test_simple_loss_rejects(wrong, diagnosis, capsys):
     assert_rejected(checks.check_simple_loss, wrong, capsys, diagnosis, points=2)
-
-
-def score_of(check, candidate, points, **kwargs):
-    """The score a check gives ``candidate`` (its table is printed and captured by pytest)."""
-    try:
-        return check(candidate, points=points, **kwargs)
-    except CheckFailed as failure:
-        return failure.score
 
 
 # --- §6: messages that name the fault, and trivial cases that earn little ------------------------

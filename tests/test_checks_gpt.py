@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import CheckFailed, gpt as checks
 from gradelib.reference import gpt as ref
-from checking import assert_rejected, own_copy
+from checking import assert_rejected, own_copy, score_of
 
 
 def assert_accepted(check, candidate, capsys, points, seeds=(0, 5, 1234)):
@@ -245,15 +245,6 @@ def test_dpo_loss_rejects_wrong_answers(wrong, diagnosis, capsys):
 # --- Feedback quality: trivial cases earn little (issue #14, section 6) ----------------------------
 
 
-def score_of(check, answer, capsys, points):
-    try:
-        score = check(answer, points=points)
-    except CheckFailed as failure:
-        score = failure.score
-    capsys.readouterr()
-    return score
-
-
 @pytest.mark.parametrize(
     ("check", "answer", "points"),
     [
@@ -271,7 +262,7 @@ def score_of(check, answer, capsys, points):
 def test_answers_right_only_on_trivial_inputs_earn_nothing(check, answer, points, capsys):
     """T = 1, k = V, p = 1, equal rewards and a policy equal to its reference are passed by these wrong answers;
     they ride along with a case that needs the real rule instead of being a case (a third of the points) alone."""
-    assert score_of(check, answer, capsys, points) == 0
+    assert score_of(check, answer, points) == 0
 
 
 # --- Derivations ---------------------------------------------------------------------------------

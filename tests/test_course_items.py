@@ -183,3 +183,24 @@ def test_copies_are_spellings_the_check_would_accept(text, expected, kind, copy)
     from roundtrip import _copies
 
     assert _copies(text, expected, kind, 1e-3) == copy
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_answer_key_accepts_its_answer_and_names_each_known_mistake(name):
+    """Each concept and prediction key of the hidden tests accepts the expected answer; each of its named
+    mistakes is reachable (not within the tolerance of the key or of another mistake) and gets its own
+    diagnosis, which never states the expected answer."""
+    from gradelib.checks.answers import answer_problem
+    from gradelib.grading import hidden
+
+    keys = [key for cell in solution(name).cells if cell.metadata.get("nbgrader", {}).get("grade")
+            for part in hidden.hidden_parts(cell.source) for key in hidden.answer_keys(part)]
+    assert keys
+    for key in keys:
+        options = dict(kind=key.kind, options=key.options, rel_tol=key.rel_tol, mistakes=key.mistakes)
+        assert answer_problem(key.expected, expected=key.expected, **options) is None, key.label
+        for wrong, diagnosis in (key.mistakes or {}).items():
+            wrong = set(wrong) if key.kind == "indices" else wrong
+            assert answer_problem(wrong, expected=key.expected, **options) == diagnosis, (key.label, wrong)
+            if key.kind in ("number", "integer"):
+                assert not re.search(rf"(?<![\d.]){re.escape(str(key.expected))}(?![\d])", diagnosis), (key.label, diagnosis)
