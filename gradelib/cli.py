@@ -29,11 +29,18 @@ import nbformat
 from gradelib import _notebooks
 
 
-def _release(args: argparse.Namespace) -> int:
-    root = _notebooks.project_root()
+def _chosen_assignments(args: argparse.Namespace, root: Path) -> list[str]:
+    """The assignments a command names, or every one with --all; none (after saying so) when it names none."""
     names = _notebooks.assignments(root) if args.all else args.assignments
     if not names:
         print("name an assignment (e.g. 01_attention) or pass --all", file=sys.stderr)
+    return names
+
+
+def _release(args: argparse.Namespace) -> int:
+    root = _notebooks.project_root()
+    names = _chosen_assignments(args, root)
+    if not names:
         return 2
     from gradelib import _colab
 
@@ -145,9 +152,8 @@ def _info(args: argparse.Namespace) -> int:
     from gradelib import _items
 
     root = _notebooks.project_root()
-    names = _notebooks.assignments(root) if args.all else args.assignments
+    names = _chosen_assignments(args, root)
     if not names:
-        print("name an assignment (e.g. 06_ddpm) or pass --all", file=sys.stderr)
         return 2
     for index, name in enumerate(names):
         path = _notebooks.solution_notebook(root, name)
