@@ -108,6 +108,124 @@ def _codes(obj: object) -> list[types.CodeType]:
     return []
 
 
+def _names_used(obj: object) -> set[str]:
+    """Every global name the code of ``obj`` reads, nested functions and comprehensions included."""
+    names: set[str] = set()
+    pending = list(_codes(obj))
+    while pending:
+        code = pending.pop()
+        names.update(code.co_names)
+        pending += [const for const in code.co_consts if isinstance(const, types.CodeType)]
+    return names
+
+
+def _notebook_namespaces(answer: object) -> list[dict]:
+    """The global namespaces the answer's own code reads: the notebook's, for an answer written in one
+    (gradelib's and torch's modules are left alone)."""
+    spaces: dict[int, dict] = {}
+    for code_owner in ([answer] if not isinstance(answer, type) else
+                       [m for k in answer.__mro__ if k.__module__.split(".")[0] not in ("builtins", "torch", "gradelib")
+                        for m in vars(k).values()]):
+        function = getattr(code_owner, "__func__", code_owner)
+        function = getattr(function, "fget", function)   # a property reads its getter's globals
+        function = getattr(function, "func", function)   # a partial, its function's
+        space = getattr(function, "__globals__", None)
+        if isinstance(space, dict) and not str(space.get("__name__", "")).startswith(("gradelib", "torch")):
+            spaces[id(space)] = space
+    return list(spaces.values())
+
+
+class EarlierExercises:
+    """One mistake costs one exercise, for exercises whose answer calls the student's earlier ones.
+
+    A later exercise's code calls the earlier pieces by their names in the notebook (``MultiHeadAttention``
+    calls ``scaled_dot_product_attention``). :meth:`cases` wraps a check's cases so that each runs the answer
+    as it is first; where that fails, it runs again with gradelib's reference standing in for the earlier
+    pieces the answer uses. If that makes it right, the case passes, and a note (printed once per check)
+    names the earlier exercise to fix, the earliest that alone explains the failure::
+
+        EARLIER = EarlierExercises({"predict_x0": ("exercise 3 (predict_x0)", ref.predict_x0)})
+        return EARLIER.cases(fn, ("predict_x0",), "ddim_step", cases)      # at the end of a check's cases
+    """
+
+    def __init__(self, pieces: "dict[str, tuple[str, object]]"):
+        self.pieces = dict(pieces)  # name in the notebook -> (the exercise that writes it, its reference)
+
+    @contextmanager
+    def _swapped(self, spaces: list[dict], names: Iterable[str]):
+        saved = []
+        try:
+            for space in spaces:
+                for name in names:
+                    if name in space:
+                        saved.append((space, name, space[name]))
+                        space[name] = self.pieces[name][1]
+            yield
+        finally:
+            for space, name, value in reversed(saved):
+                space[name] = value
+
+    def _used(self, answer: object, spaces: list[dict]) -> set[str]:
+        """The earlier pieces the answer uses, directly or through the student's other pieces (a block builds
+        MultiHeadAttention, which calls scaled_dot_product_attention)."""
+        used, seen = _names_used(answer), set()
+        while True:
+            more = [space[name] for name in self.pieces if name in used and name not in seen
+                    for space in spaces if name in space]
+            seen |= {name for name in self.pieces if name in used}
+            if not more:
+                return used
+            for piece in more:
+                used |= _names_used(piece)
+
+    def grade(self, answer: object, names: Iterable[str], attempt: Callable[[], "str | None"], what: str,
+              noted: set) -> "str | None":
+        """The diagnosis of ``attempt`` (a case that runs ``answer``), forgiving a failure that gradelib's
+        pieces for the earlier exercises ``names`` cure; ``noted`` holds the notes printed so far."""
+        failure = None
+        try:
+            own = attempt()
+        except ReferenceUsed:
+            raise
+        except Exception as error:  # the earlier piece may be what raised
+            failure, own = error, f"raised {type(error).__name__}: {error}"
+        if own is None:
+            return None
+        spaces = _notebook_namespaces(answer)
+        used = self._used(answer, spaces)
+        swappable = [n for n in self.pieces if n in names and n in used and any(n in space for space in spaces)]
+        if not swappable:
+            if failure is not None:
+                raise failure
+            return own
+        with self._swapped(spaces, swappable):
+            fixed = attempt()
+        if fixed is not None:
+            return fixed
+        culprits = swappable
+        for name in swappable:  # in course order: the earliest exercise that alone explains the failure
+            with self._swapped(spaces, [name]):
+                try:
+                    alone = attempt()
+                except Exception:  # noqa: BLE001 (still failing, for whatever reason)
+                    alone = "failed"
+            if alone is None:
+                culprits = [name]
+                break
+        exercises = " and ".join(self.pieces[name][0] for name in culprits)
+        if exercises not in noted:
+            noted.add(exercises)
+            print(f"note: {what} is right when it uses gradelib's reference for {exercises}; with yours it fails "
+                  f"({_shorten(str(own), 120)}). It earns its points here: fix {exercises}.")
+        return None
+
+    def cases(self, answer: object, names: Iterable[str], what: str, cases: "list[Case]") -> "list[Case]":
+        """``cases``, each graded by :meth:`grade`, with one note per check."""
+        noted: set = set()
+        names = tuple(names)
+        return [(name, (lambda case=case: self.grade(answer, names, case, what, noted))) for name, case in cases]
+
+
 class _ReferenceWatch:
     """Notices, while a case runs, every call of the exercise's reference that the answer makes.
 

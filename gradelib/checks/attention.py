@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 
 from gradelib.checks import _core
-from gradelib.checks._core import Case, close, compare_case, exercise, first_match, generator, make_read_only, max_abs_diff, ReferenceUsed, tensor_problem, unpack_pair
+from gradelib.checks._core import (Case, EarlierExercises, close, compare_case, exercise, first_match, generator, make_read_only,
+                                   max_abs_diff, ReferenceUsed, tensor_problem, unpack_pair)
 from gradelib.checks.derive import derivation, integer, positive, real
 from gradelib.reference import attention as ref
 
@@ -37,106 +38,11 @@ def _random_mask(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
 # When the reference pieces make the answer right, the answer passes and a note names the earlier exercise
 # that broke it.
 
-#: name in the notebook -> (the exercise that writes it, the reference that stands in for it)
-EARLIER_PIECES = {
+EARLIER = EarlierExercises({
     "scaled_dot_product_attention": ("exercise 1 (scaled_dot_product_attention)", ref.scaled_dot_product_attention),
     "causal_mask": ("exercise 2 (causal_mask)", ref.causal_mask),
     "MultiHeadAttention": ("exercise 4 (MultiHeadAttention)", ref.MultiHeadAttention),
-}
-
-
-def _answer_namespaces(answer: object) -> list[dict]:
-    """The global namespaces the answer's own code reads: the notebook's, for an answer written in one.
-
-    gradelib's and torch's own modules are left alone (an answer that is a copy of the reference already
-    reads the reference's pieces)."""
-    functions = []
-    if isinstance(answer, type):
-        for klass in answer.__mro__:
-            if klass.__module__.split(".")[0] in ("builtins", "torch", "gradelib"):
-                continue
-            for member in vars(klass).values():
-                member = getattr(member, "__func__", member)
-                if isinstance(member, property):
-                    member = member.fget
-                functions.append(member)
-    else:
-        functions.append(getattr(getattr(answer, "func", answer), "__func__", getattr(answer, "func", answer)))
-    spaces: dict[int, dict] = {}
-    for function in functions:
-        space = getattr(function, "__globals__", None)
-        if isinstance(space, dict) and not str(space.get("__name__", "")).startswith(("gradelib", "torch")):
-            spaces[id(space)] = space
-    return list(spaces.values())
-
-
-class _Swapped:
-    """Within ``with``, the answer's namespaces hold the reference for the given earlier pieces."""
-
-    def __init__(self, answer: object, names):
-        self.spaces = _answer_namespaces(answer)
-        self.names = [name for name in names if any(name in space for space in self.spaces)]
-        self.saved: list[tuple[dict, str, object]] = []
-
-    def __enter__(self):
-        for space in self.spaces:
-            for name in self.names:
-                if name in space:
-                    self.saved.append((space, name, space[name]))
-                    space[name] = EARLIER_PIECES[name][1]
-        return self
-
-    def __exit__(self, *exc):
-        for space, name, value in reversed(self.saved):
-            space[name] = value
-        return False
-
-
-def _note(message: str) -> None:
-    print(f"note: {message}")
-
-
-def _with_earlier_pieces(answer: object, names, attempt: Callable[[], "str | None"], what: str, noted: set) -> str | None:
-    """Grade ``attempt`` (which runs the answer and returns a diagnosis or None) so that a mistake in an
-    earlier exercise (``names``, keys of EARLIER_PIECES) does not cost this one; ``noted`` keeps a check's
-    note about an earlier exercise from being printed once per case."""
-    failure = None
-    try:
-        own = attempt()
-    except ReferenceUsed:
-        raise
-    except Exception as error:
-        failure, own = error, f"raised {type(error).__name__}: {error}"
-    if own is None:
-        return None
-    swap = _Swapped(answer, names)
-    if not swap.names:
-        if failure is not None:
-            raise failure
-        return own
-    with swap:
-        fixed = attempt()
-    if fixed is not None:
-        return fixed
-    culprits = []
-    # The earliest exercise first: a block whose MultiHeadAttention is right but fed a wrong exercise 1 names exercise 1.
-    for name in [piece for piece in EARLIER_PIECES if piece in swap.names]:
-        with _Swapped(answer, [name]):
-            try:
-                alone = attempt()
-            except Exception:
-                alone = "failed"
-        if alone is None:
-            culprits = [name]
-            break
-    culprits = culprits or swap.names
-    exercises = " and ".join(EARLIER_PIECES[name][0] for name in culprits)
-    if exercises in noted:
-        return None
-    noted.add(exercises)
-    _note(f"{what} is right when it uses gradelib's reference for {exercises}; with yours it fails "
-          f"({_short(own)}). It earns its points here: fix {exercises}.")
-    return None
+})
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -420,7 +326,7 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
             return diagnosis
         return None if close(weights, want_w, 1e-4) else "output matches but the per-head weights (B, H, T_q, T_k) do not"
 
-    return _with_earlier_pieces(cls, ("scaled_dot_product_attention", "causal_mask"), attempt, "your MultiHeadAttention", noted)
+    return EARLIER.grade(cls, ("scaled_dot_product_attention", "causal_mask"), attempt, "your MultiHeadAttention", noted)
 
 
 @exercise("Multi-head attention", reference=ref.MultiHeadAttention)
@@ -604,7 +510,7 @@ def _kv_case(fn, chunk: int, gen: torch.Generator, noted: set) -> str | None:
 
         return compare_case(got, full, 1e-5, variants, otherwise)
 
-    return _with_earlier_pieces(fn, ("scaled_dot_product_attention", "causal_mask"), attempt, "your kv_cache_decode_step", noted)
+    return EARLIER.grade(fn, ("scaled_dot_product_attention", "causal_mask"), attempt, "your kv_cache_decode_step", noted)
 
 
 def _kv_without_mask_in_chunks(mha, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -734,7 +640,7 @@ def _block_case(cls, d_model: int, num_heads: int, d_ff: int, T: int, gen: torch
 
         return compare_case(got, want, 1e-4, variants, "output differs from the pre-norm block with the same weights")
 
-    return _with_earlier_pieces(cls, ("MultiHeadAttention", "scaled_dot_product_attention", "causal_mask"), attempt,
+    return EARLIER.grade(cls, ("MultiHeadAttention", "scaled_dot_product_attention", "causal_mask"), attempt,
                                 "your TransformerBlock", noted)
 
 

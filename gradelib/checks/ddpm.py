@@ -52,74 +52,11 @@ _FORBID_ANCESTRAL = (ref.ddpm_step, ref.DDPMSchedule.ddpm_step, ref.ddpm_sample,
 # as it is; where that fails, it runs it again with gradelib's reference swapped in for those earlier pieces. When
 # that makes the answer right, the case passes and a note names the earlier exercise to fix.
 
-#: name in the notebook -> (the exercise that writes it, the reference that stands in for it)
-EARLIER_PIECES = {
+EARLIER = _core.EarlierExercises({
     "q_sample": ("exercise 1 (q_sample)", ref.q_sample),
     "posterior_mean_variance": ("exercise 2 (posterior_mean_variance)", ref.posterior_mean_variance),
     "predict_x0": ("exercise 3 (predict_x0)", ref.predict_x0),
-}
-
-
-class _Swapped:
-    """Within ``with``, the answer's notebook namespace holds the reference for the given earlier pieces (only
-    those the answer's own code names)."""
-
-    def __init__(self, answer: object, names):
-        function = getattr(answer, "__func__", answer)
-        space = getattr(function, "__globals__", None)
-        code = getattr(function, "__code__", None)
-        used = set(code.co_names) if code is not None else set()
-        self.space = space if isinstance(space, dict) and not str(space.get("__name__", "")).startswith(("gradelib", "torch")) else {}
-        self.names = [name for name in names if name in self.space and name in used]
-        self.saved: list[tuple[str, object]] = []
-
-    def __enter__(self):
-        for name in self.names:
-            self.saved.append((name, self.space[name]))
-            self.space[name] = EARLIER_PIECES[name][1]
-        return self
-
-    def __exit__(self, *exc):
-        for name, value in reversed(self.saved):
-            self.space[name] = value
-        return False
-
-
-def _with_earlier(answer: object, names, attempt: Callable[[], "str | None"], what: str, noted: set) -> str | None:
-    """Grade ``attempt`` (which runs the answer, returning a diagnosis or None) so that a mistake in an earlier
-    exercise (``names``, keys of EARLIER_PIECES) does not cost this one; ``noted`` prints each note once per check."""
-    failure = None
-    try:
-        own = attempt()
-    except _core.ReferenceUsed:
-        raise
-    except Exception as error:
-        failure, own = error, f"raised {type(error).__name__}: {error}"
-    if own is None:
-        return None
-    swap = _Swapped(answer, names)
-    if not swap.names:
-        if failure is not None:
-            raise failure
-        return own
-    with swap:
-        fixed = attempt()
-    if fixed is not None:
-        return fixed
-    exercises = " and ".join(EARLIER_PIECES[name][0] for name in swap.names)
-    if exercises not in noted:
-        noted.add(exercises)
-        short = " ".join(str(own).split())
-        short = short if len(short) <= 120 else short[:119] + "…"
-        print(f"note: {what} is right when it uses gradelib's reference for {exercises}; with yours it fails "
-              f"({short}). It earns its points here: fix {exercises}.")
-    return None
-
-
-def _independent(fn, names, what, cases: list[Case]) -> list[Case]:
-    """The cases, each graded with the reference standing in for the earlier exercises ``names`` when that helps."""
-    noted: set = set()
-    return [(name, (lambda case=case: _with_earlier(fn, names, case, what, noted))) for name, case in cases]
+})
 
 
 def _schedule(kind: str, T: int) -> dict[str, torch.Tensor]:
@@ -554,7 +491,7 @@ def check_ddim_step(fn: Callable, points: float = 2, seed: int = 0) -> list[Case
         ("images (B, 1, 8, 8), float32", lambda: _ddim_case(fn, x_img, eps_img, 90, 45, ab.float(), 1e-4)),
         ("with the exact ε of a one-point data set, DDIM lands on the point", lambda: _ddim_point_mass_case(fn, mass_gen, ab)),
     ]
-    return _independent(fn, ("predict_x0",), "ddim_step", cases)
+    return EARLIER.cases(fn, ("predict_x0",), "ddim_step", cases)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -677,7 +614,7 @@ def check_ddpm_step(fn: Callable, points: float = 2, seed: int = 0) -> list[Case
          lambda: _ancestral_case(fn, lin, x_e, eps_e, 1, z_e, "beta", 1e-8) or _ancestral_case(fn, lin, x_e, eps_e, 1, z_e, "beta_tilde", 1e-8)
          or _ancestral_case(fn, lin, x_e, eps_e, 0, z_e, "beta", 1e-8) or _ancestral_case(fn, lin, x_e, eps_e, 0, z_e, "beta_tilde", 1e-8)),
     ]
-    return _independent(fn, ("predict_x0", "posterior_mean_variance"), "ddpm_step", cases)
+    return EARLIER.cases(fn, ("predict_x0", "posterior_mean_variance"), "ddpm_step", cases)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -847,7 +784,7 @@ def check_simple_loss(fn: Callable, points: float = 2, seed: int = 0) -> list[Ca
         ("x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with ε ~ N(0, I) (4,096 examples)", lambda: _loss_noise_case(fn, x0_big, ab, seed + 3)),
         ("t ~ Uniform{0, ..., T − 1}, one per example", lambda: _loss_t_case(fn, x0_big, ab, seed + 4)),
     ]
-    return _independent(fn, ("q_sample",), "simple_loss", cases)
+    return EARLIER.cases(fn, ("q_sample",), "simple_loss", cases)
 
 
 # ----------------------------------------------------------------------------------------------
