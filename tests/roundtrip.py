@@ -170,7 +170,21 @@ def grade_standard_submissions(course: Path, assignment: str, bugs: dict[str, tu
     executed = nbformat.read(course / "autograded" / "solution" / assignment / f"{assignment}.ipynb", as_version=4)
     copyable = answers_shown_before_their_question(submissions["solution"], executed)
     assert not copyable, "concept or prediction answers printed before their question:\n" + "\n".join(copyable)
+    untouched = nbformat.read(course / "autograded" / "untouched" / assignment / f"{assignment}.ipynb", as_version=4)
+    assert_unanswered_items_say_so(untouched)
     return result
+
+
+def assert_unanswered_items_say_so(executed_untouched) -> None:
+    """In the untouched notebook, every derivation, prediction and concept item says "no answer yet", never a
+    NameError: its answer cell defines the variable (as None) before the student writes anything."""
+    for cell in executed_untouched.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        if not cell.metadata.get("nbgrader", {}).get("grade") or grade_id.split("_")[0] not in ("derive", "predict", "concept"):
+            continue
+        text = "\n".join(str(o.get("text", "")) + str(o.get("evalue", "")) + "".join(o.get("traceback", []))
+                         for o in cell.outputs)
+        assert "NameError" not in text and "no answer yet" in text, f"{grade_id}: {text[-300:]}"
 
 
 def assert_solution_full_and_untouched_zero(graded: Graded, total: float) -> None:

@@ -48,9 +48,3 @@ def test_each_bug_loses_exactly_its_points_with_named_feedback(graded):
                  "weights only: every linear layer also has a bias",
                  "that is ASR alone against TVLT: the pipeline also runs its second stage"):
         assert text in feedback, text
-
-
-def test_the_untouched_notebook_says_no_answer_yet(graded):
-    feedback = html.unescape(re.sub(r"<[^>]+>", "", graded.feedback["untouched"]))
-    assert "NameError" not in feedback
-    assert "no answer yet" in feedback
