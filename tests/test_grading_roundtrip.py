@@ -7,12 +7,12 @@ ASSIGNMENT = "01_attention"
 TOTAL = 29.0  # code 17, derive 4, predict 3, concept 5
 
 # Plausible mistakes: an unstable softmax (exp without subtracting the row maximum) in exercise 1, a wrong
-# concept answer, a derivation that doubles Var(q·k) (one of its two results wrong), and the notes' own value
+# concept answer, a derivation that forgets to divide by √d_k (one of its two results wrong), and the notes' own value
 # as the prediction.
 BUGS = {
     "sdpa": ("weights = torch.softmax(scores, dim=-1)", "weights = scores.exp() / scores.exp().sum(dim=-1, keepdim=True)"),
     "cross_attention": ('answer_cross_attention = "B"', 'answer_cross_attention = "C"'),
-    "scaling": ("var_qk = d_k * sigma_q**2 * sigma_k**2", "var_qk = 2 * d_k * sigma_q**2 * sigma_k**2"),
+    "scaling": ("std_scaled = sympy.sqrt(var_qk / d_k)", "std_scaled = sympy.sqrt(var_qk)"),
     "example_2_score": ("predicted_top_left_score = 9 / math.sqrt(2)", "predicted_top_left_score = 1.636"),
 }
 # One slip in exercise 1 (no 1/√d_k), on which exercises 4, 6 and 7 build: it costs exercise 1 only.
@@ -37,7 +37,7 @@ def test_bugs_give_partial_credit_and_named_feedback(graded):
     feedback = graded.feedback["buggy"]
     assert "Scaled dot-product attention: 2.4 / 3 points" in feedback
     assert "large scores stay finite" in feedback and "NaN or inf" in feedback
-    assert "var_qk  &lt;- off by a constant factor (×2)" in feedback or "var_qk  <- off by a constant factor (×2)" in feedback
+    assert "Why √d_k: the variance of q·k: 1 / 2 points" in feedback and "depends on d_k, which it should not" in feedback
     assert "recompute K = X W_K for this X" in feedback
     assert "the queries come from the caption being generated" in feedback
 
