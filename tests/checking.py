@@ -30,3 +30,8 @@ def score_of(check, candidate, points=3.0, **kwargs) -> float:
         return check(candidate, points=points, **kwargs)
     except CheckFailed as failure:
         return failure.score
+
+
+def score_and_table(check, candidate, capsys, points=2, **kwargs) -> tuple[float, str]:
+    """The score a check gives ``candidate``, and the table it printed."""
+    return score_of(check, candidate, points, **kwargs), capsys.readouterr().out
