@@ -61,7 +61,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     sandbox: str = "bwrap"                 # "bwrap+cgroups", "bwrap" (rlimits only), or "none" (--no-sandbox)
     similarity: float | None = None        # highest similarity of the student's own exercise code ...
-    similar_to: str = ""                   # ... and to what ("ex1_sdpa ~ gradelib.reference"): a flag, not a score
+    similar_to: str = ""                   # ... and to what ("sdpa ~ gradelib.reference"): a flag, not a score
 
 
 # ------------------------------------------------------------------------------------------------

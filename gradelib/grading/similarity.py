@@ -301,7 +301,7 @@ def similarity_report(submissions: Mapping[str, object], released, *, references
 
 def max_similarity(report: SimilarityReport) -> dict[str, tuple[float | None, str]]:
     """``{student: (value, what)}`` for one CSV column: the student's highest similarity over all exercises, to
-    the reference or a classmate, and where it is (``"ex4_mha ~ gradelib.reference"``, ``"ex1_sdpa ~ bob"``).
+    the reference or a classmate, and where it is (``"mha ~ gradelib.reference"``, ``"sdpa ~ bob"``).
     ``(None, "")`` for a student none of whose exercises could be compared (unanswered, or too short)."""
     best: dict[str, tuple[float | None, str]] = {student: (None, "") for student in report.students}
     for (student, grade_id), result in sorted(report.results.items()):
