@@ -9,6 +9,7 @@ and ``gradelib.data`` the offline datasets.
 from gradelib._runtime import PROFILES, Budget, active_profile, budget, device, seed_everything
 from gradelib.checks import _core as _checks_core  # noqa: F401 (binds the checks' primitives before student code runs)
 from gradelib.metrics import report_metric
+from gradelib.timing import median_seconds
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "active_profile",
     "budget",
     "device",
+    "median_seconds",
     "report_metric",
     "seed_everything",
 ]

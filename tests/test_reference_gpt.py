@@ -237,3 +237,18 @@ def test_cosine_lr_and_timed_trainer():
         trainer.step()
     assert trainer.elapsed >= 0.3 and trainer.steps == len(trainer.losses) > 0
     assert all(math.isfinite(v) for v in trainer.losses)
+
+
+def test_inputs_embeds_replace_the_token_embeddings():
+    from gradelib.reference.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    for block in ("classic", "modern"):
+        model = GPT(GPTConfig(vocab_size=11, block_size=8, d_model=16, num_heads=2, num_layers=2, block=block)).eval()
+        tokens = torch.randint(0, 11, (2, 6))
+        embeds = model.token_embedding(tokens)
+        torch.testing.assert_close(model(inputs_embeds=embeds), model(tokens), rtol=0, atol=0)
+        shifted = model(inputs_embeds=embeds + 0.1)  # the embeddings are really used
+        assert not torch.allclose(shifted, model(tokens))
+        with pytest.raises(ValueError, match="exactly one"):
+            model(tokens, inputs_embeds=embeds)

@@ -410,27 +410,37 @@ class GPT(nn.Module):
         """Parameters, counting the tied embedding once."""
         return sum(p.numel() for p in self.parameters())
 
-    def _embed(self, tokens: Tensor, start: int) -> Tensor:
-        x = self.token_embedding(tokens)
+    def _embed(self, tokens: Tensor | None, start: int, inputs_embeds: Tensor | None = None) -> Tensor:
+        """Token embeddings (or the given ``inputs_embeds``) plus the positions start .. start + T - 1."""
+        if (tokens is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of tokens (B, T) and inputs_embeds (B, T, D)")
+        x = self.token_embedding(tokens) if inputs_embeds is None else inputs_embeds
         if self.position_embedding is not None:
-            end = start + tokens.shape[1]
+            end = start + x.shape[1]
             assert end <= self.config.block_size, f"position {end - 1} is beyond the learned table (block_size={self.config.block_size})"
-            x = x + self.position_embedding(torch.arange(start, end, device=tokens.device))
+            x = x + self.position_embedding(torch.arange(start, end, device=x.device))
         return self.dropout(x)
 
-    def hidden_states(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+    def hidden_states(self, tokens: Tensor | None = None, mask: Tensor | None = None, *,
+                      inputs_embeds: Tensor | None = None) -> Tensor:
         """tokens (B, T) int64 -> the final normalised hidden states (B, T, D), before the output layer.
 
         A reward model is this backbone with a scalar head instead of the vocabulary head.
+        ``inputs_embeds`` (B, T, D) replaces the token embeddings, as in Hugging Face's models: a
+        multimodal model feeds image or audio states through it (the positions are still added).
         """
-        x = self._embed(tokens, 0)
+        x = self._embed(tokens, 0, inputs_embeds)
         for block in self.blocks:
             x, _ = block(x, mask=mask)
         return self.final_norm(x)
 
-    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """tokens (B, T) int64 -> logits (B, T, V). mask: optional bool (T, T) replacing the causal mask."""
-        return self.head(self.hidden_states(tokens, mask))
+    def forward(self, tokens: Tensor | None = None, mask: Tensor | None = None, *,
+                inputs_embeds: Tensor | None = None) -> Tensor:
+        """tokens (B, T) int64, or inputs_embeds (B, T, D) -> logits (B, T, V).
+
+        mask: optional bool (T, T) replacing the causal mask (True = may attend).
+        """
+        return self.head(self.hidden_states(tokens, mask, inputs_embeds=inputs_embeds))
 
     def forward_cached(self, tokens_new: Tensor, caches: list[KVCache | None]) -> tuple[Tensor, list[KVCache]]:
         """Logits (B, T_new, V) for the tokens after the cached ones, and the updated caches (one per block).

@@ -40,6 +40,12 @@ CONTINUATION = "##"
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # ids 0..4 in every WordPiece vocabulary built here
 
+# The ids every word-level vocabulary of the course starts with (captions in 07 and 08, transcripts in 09):
+# <pad> = 0, <bos> = 1, <eos> = 2, then the words. Padding is 0 so that an all-zero row is empty.
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+# The label that the course's cross-entropy losses skip: F.cross_entropy's default ignore_index.
+IGNORE_INDEX = -100
+
 
 def pretokenize(text: str) -> list[str]:
     """GPT-2-style chunks of text; ``"".join(pretokenize(text)) == text`` always holds."""
