@@ -6,10 +6,14 @@ that later notebooks build on, ``gradelib.checks.<topic>`` the checks behind eac
 and ``gradelib.data`` the offline datasets.
 """
 
+import importlib
+
 from gradelib._runtime import PROFILES, Budget, active_profile, budget, device, seed_everything
-from gradelib.checks import _core as _checks_core  # noqa: F401 (binds the checks' primitives before student code runs)
 from gradelib.metrics import report_metric
 from gradelib.timing import median_seconds
+
+# Imported for its effect: it binds the checks' primitives before any student code runs.
+importlib.import_module("gradelib.checks._core")
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,6 @@
 
 import json
 import re
-import tomllib
 
 import nbformat
 import pytest
