@@ -1,7 +1,9 @@
 """The nbgrader round trip as a reusable helper: submit notebooks, autograde, feedback, export.
 
-Each assignment's test module builds its submissions (the solution, the untouched student version,
-and one with plausible bugs) and asserts on the scores and the feedback.
+tests/test_grading_roundtrip.py holds one ``RoundTrip`` per assignment: its total and its ``Planted``
+submissions (the solution with plausible mistakes, and what grading must make of each). ``grade_round_trip``
+grades them with the solution and the untouched student version; the ``assert_*`` helpers check the scores
+and the feedback.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import math
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import nbformat
 import pytest
@@ -28,6 +31,33 @@ class Graded:
     cells: dict[str, dict[str, float]]  # student -> grade_id -> score
     cell_max: dict[str, float]          # grade_id -> points
     feedback: dict[str, str]            # student -> feedback HTML
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A submission with planted mistakes, and what grading must make of it."""
+
+    edits: Mapping[str, tuple[str, str]]  # answer cell's grade_id -> (old, new) in the solution's source
+    scores: Mapping[str, float]           # grade cell's grade_id -> its score; every other cell earns full marks
+    points_lost: float                    # the total is the assignment's total less this
+    feedback: tuple[str, ...]             # each appears in the feedback as the student reads it
+    repeated: Mapping[str, int] = field(default_factory=dict)  # text -> the fewest times the feedback says it
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """One assignment's round trip: the solution earns ``total``, the untouched notebook 0, each planted
+    submission (student name -> Planted) what its Planted says."""
+
+    assignment: str
+    total: float
+    planted: Mapping[str, Planted]
+
+
+def as_read(page: str) -> str:
+    """A feedback page as the student reads it: tags dropped (highlighted source splits lines into spans),
+    entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
 def solution_path(assignment: str) -> Path:
@@ -87,7 +117,7 @@ def assert_feedback_hides_hidden_tests(assignment: str, feedback: dict[str, str]
     secrets = hidden.quoted_lines(originals)
     assert secrets, "the solution has hidden tests"
     for student, page in feedback.items():
-        text = html.unescape(re.sub(r"<[^>]+>", "", page))  # highlighted source splits lines into spans
+        text = as_read(page)
         assert not hidden.quotes_hidden(text, secrets), f"{student}'s feedback quotes a hidden test"
         assert "expected=" not in text and "BEGIN HIDDEN TESTS" not in text, student
 
@@ -155,16 +185,14 @@ def released_notebook(course: Path, assignment: str):
     return nbformat.read(course / "course" / assignment / f"{assignment}.ipynb", as_version=4)
 
 
-def grade_standard_submissions(course: Path, assignment: str, bugs: dict[str, tuple[str, str]],
-                               **more_buggy: dict[str, tuple[str, str]]) -> Graded:
-    """Grade the submissions every notebook's round trip needs: the solution, the untouched student
-    version, and the solution with ``bugs`` (grade_id -> (old, new)) applied, as student "buggy";
-    plus one submission per keyword argument (student name -> its edits)."""
+def grade_round_trip(course: Path, trip: RoundTrip) -> Graded:
+    """Grade the solution, the untouched student version and each of ``trip``'s planted submissions; check
+    that no answer is shown before its question and that the untouched notebook's items say so."""
+    assignment = trip.assignment
     submissions = {
         "solution": nbformat.read(solution_path(assignment), as_version=4),
         "untouched": released_notebook(course, assignment),
-        "buggy": with_edits(assignment, bugs),
-    } | {student: with_edits(assignment, edits) for student, edits in more_buggy.items()}
+    } | {student: with_edits(assignment, planted.edits) for student, planted in trip.planted.items()}
     result = grade(course, assignment, submissions)
     print(f"\nautograde of {len(submissions)} submissions of {assignment}: {result.seconds:.0f} s")
     executed = nbformat.read(course / "autograded" / "solution" / assignment / f"{assignment}.ipynb", as_version=4)
@@ -199,3 +227,14 @@ def assert_only_these_cells_lost_points(graded: Graded, student: str, expected: 
     """``student`` scored ``expected`` (grade_id -> score) in those cells and full marks everywhere else."""
     for name, score in graded.cells[student].items():
         assert score == pytest.approx(expected.get(name, graded.cell_max[name])), name
+
+
+def assert_planted_mistakes_graded(graded: Graded, student: str, planted: Planted, total: float) -> None:
+    """``student``'s planted mistakes cost exactly their cells' points, and the feedback names them."""
+    assert_only_these_cells_lost_points(graded, student, planted.scores)
+    assert graded.totals[student] == pytest.approx(total - planted.points_lost)
+    feedback = as_read(graded.feedback[student])
+    for text in planted.feedback:
+        assert text in feedback, text
+    for text, times in planted.repeated.items():
+        assert feedback.count(text) >= times, text
