@@ -1,6 +1,6 @@
 """Every notebook-02 check accepts the reference and rejects plausible wrong answers, naming the fault."""
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import pytest
 import torch

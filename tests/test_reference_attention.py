@@ -299,6 +299,24 @@ def test_transformer_block_pre_ln_and_post_ln():
     assert torch.all(pre.last_attention_weights[0].triu(1) == 0)
 
 
+def test_transformer_block_activation_is_its_feed_forward_nonlinearity():
+    torch.manual_seed(3)
+    gelu = ref.TransformerBlock(16, 4, 32, activation="gelu")
+    torch.manual_seed(3)
+    patched = ref.TransformerBlock(16, 4, 32)
+    patched.ffn.activation = nn.GELU()  # how BERT and TVLT used to get GELU: same weights, same draws
+    for name, tensor in gelu.state_dict().items():
+        assert torch.equal(tensor, patched.state_dict()[name]), name
+    x = torch.randn(2, 5, 16)
+    assert isinstance(gelu.ffn.activation, nn.GELU) and isinstance(ref.TransformerBlock(16, 4, 32).ffn.activation, nn.ReLU)
+    assert torch.equal(gelu(x), patched(x))
+    relu = ref.TransformerBlock(16, 4, 32)
+    relu.load_state_dict(gelu.state_dict())
+    assert not close(relu(x), gelu(x))
+    with pytest.raises(AssertionError, match="activation"):
+        ref.TransformerBlock(16, 4, 32, activation="tanh")
+
+
 def test_transformer_block_cross_attention():
     block = ref.TransformerBlock(16, 4, 32, cross_attention=True)
     x, context = torch.randn(2, 5, 16), torch.randn(2, 7, 16)

@@ -119,7 +119,7 @@ def test_masked_accuracy_and_truncation():
     assert ref.masked_accuracy(logits, labels) == 0.5
     a, b = ref.truncate_pair(list(range(10)), list(range(3)), 8)
     assert (len(a), len(b)) == (5, 3)
-    assert ref.perplexity(math.log(7.0)) == pytest.approx(7.0)
+    assert ref.perplexity_from_nll(math.log(7.0)) == pytest.approx(7.0)
 
 
 def test_split_documents():

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gradelib.reference import gpt as G
 from gradelib.reference.attention import GroupedQueryAttention, causal_mask
@@ -228,9 +227,20 @@ def test_random_spans_have_t5_statistics():
         assert len(spans) == max(1, round(covered / 3))
 
 
-def test_cosine_lr_and_timed_trainer():
-    assert G.cosine_lr(1.0, 1e-3, 1e-4, 0.1) == pytest.approx(1e-4)
-    assert G.cosine_lr(0.1, 1e-3, 1e-4, 0.1) == pytest.approx(1e-3)
+def test_timed_trainer_schedule_runs_on_its_own_seconds():
+    model = small_gpt()
+    trainer = G.TimedTrainer(model, torch.randint(0, 13, (500,)), seconds=10.0, block_size=16, batch_size=4,
+                             lr=1e-3, final_lr=1e-4, warmup=0.1)
+    # warm-up from 1e-3 / 0.1 of the peak, the peak at 10% of the budget, half-way down the cosine at 55%, final at 100%
+    for elapsed, lr in [(0.0, 1e-3 * 1e-3 / 0.1), (1.0, 1e-3), (5.5, 1e-4 + 0.5 * (1e-3 - 1e-4)), (10.0, 1e-4)]:
+        trainer.elapsed = elapsed
+        before = [p.detach().clone() for p in model.parameters()]
+        trainer.step()
+        assert all(group["lr"] == pytest.approx(lr, rel=1e-9) for group in trainer.optimizer.param_groups)
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it took a step
+
+
+def test_timed_trainer_stops_at_its_budget():
     model = small_gpt()
     trainer = G.TimedTrainer(model, torch.randint(0, 13, (500,)), seconds=0.3, block_size=16, batch_size=4, lr=1e-3)
     while not trainer.done:

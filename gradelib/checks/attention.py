@@ -30,6 +30,15 @@ def _random_mask(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
     return mask
 
 
+def _case_mask(kind: str | None, B: int, T_q: int, T_k: int, gen: torch.Generator) -> torch.Tensor | None:
+    """A case's attention mask: None, causal_mask(T_q) (self-attention), or a random key padding mask (B, 1, 1, T_k)."""
+    if kind == "causal":
+        return ref.causal_mask(T_q)
+    if kind == "padding":
+        return _random_mask((B, 1, 1, T_k), gen)
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # One mistake costs one exercise. The notebook's later exercises call the student's earlier ones through
 # the notebook's globals (MultiHeadAttention calls scaled_dot_product_attention, a KV step may call
@@ -292,11 +301,7 @@ def _mha_case(cls, d_model: int, num_heads: int, T_q: int, T_k: int, gen: torch.
     B = 2
     query = _randn(B, T_q, d_model, generator=gen)
     key = query if T_q == T_k else _randn(B, T_k, d_model, generator=gen)
-    mask = None
-    if mask_kind == "causal":
-        mask = ref.causal_mask(T_q)
-    elif mask_kind == "padding":
-        mask = _random_mask((B, 1, 1, T_k), gen)
+    mask = _case_mask(mask_kind, B, T_q, T_k, gen)
     with torch.no_grad():
         # nn.MultiheadAttention takes a boolean mask with True = *not* allowed: hence the ~.
         torch_mask = None if mask is None else ~mask.expand(B, num_heads, T_q, T_k).reshape(B * num_heads, T_q, T_k)
@@ -613,11 +618,7 @@ def _block_case(cls, d_model: int, num_heads: int, d_ff: int, T: int, gen: torch
             p.copy_(1 + 0.3 * noise if name.endswith("norm.weight") else 0.3 * noise)
     B = 2
     x = _randn(B, T, d_model, generator=gen) * 2 + 0.5
-    mask = None
-    if mask_kind == "causal":
-        mask = ref.causal_mask(T)
-    elif mask_kind == "padding":
-        mask = _random_mask((B, 1, 1, T), gen)
+    mask = _case_mask(mask_kind, B, T, T, gen)
     with torch.no_grad():
         want = block(x, mask=mask)
 

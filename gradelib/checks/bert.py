@@ -34,6 +34,11 @@ def _rng(seed: int) -> random.Random:
     return random.Random(seed)
 
 
+def _compare_with_gradient(got: torch.Tensor, want: torch.Tensor, atol: float, variants, otherwise, *, detached: str) -> str | None:
+    """compare_case, then, for a right value, the message ``detached`` if no gradient can flow back through it."""
+    return compare_case(got, want, atol, variants, otherwise) or (None if got.requires_grad else detached)
+
+
 # ----------------------------------------------------------------------------------------------
 # Exercise: learning BPE merges
 
@@ -388,12 +393,8 @@ def _embed_case(fn, B: int, T: int, D: int, gen: torch.Generator) -> str | None:
                 ("return the plain sum; LayerNorm and dropout come after, in BertEmbeddings", nn.functional.layer_norm(tok_e + seg_e + pos_e, (D,))),
             ]
 
-    diagnosis = compare_case(result, want, 1e-5, variants, "differs from token + segment + position embeddings")
-    if diagnosis:
-        return diagnosis
-    if not result.requires_grad:
-        return "the result is detached: gradients must flow to the three embedding tables"
-    return None
+    return _compare_with_gradient(result, want, 1e-5, variants, "differs from token + segment + position embeddings",
+                                  detached="the result is detached: gradients must flow to the three embedding tables")
 
 
 @exercise("BERT input embedding", reference=ref.embed_input)
@@ -591,12 +592,8 @@ def _mlm_case(fn, B: int, T: int, V: int, gen: torch.Generator, counts: list[int
                 ("use log-softmax of the logits, not the raw logits", -logits.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)[masked].mean()),
             ]
 
-    diagnosis = compare_case(loss, want, 1e-4, variants, lambda: f"differs from the mean NLL over masked positions (got {float(loss):.4f})")
-    if diagnosis:
-        return diagnosis
-    if not loss.requires_grad:
-        return "the loss is detached from the logits: no gradient would flow"
-    return None
+    return _compare_with_gradient(loss, want, 1e-4, variants, lambda: f"differs from the mean NLL over masked positions (got {float(loss):.4f})",
+                                  detached="the loss is detached from the logits: no gradient would flow")
 
 
 @exercise("MLM loss", reference=ref.mlm_loss)

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -500,7 +499,8 @@ class TransformerBlock(nn.Module):
 
     attention_cls builds the attention modules as attention_cls(d_model, num_heads), so a notebook can
     plug in a student's own MultiHeadAttention. cross_attention=True adds the encoder-decoder
-    attention sublayer used when forward() is given a context.
+    attention sublayer used when forward() is given a context. activation is the feed-forward
+    network's nonlinearity: "relu" as in the paper, "gelu" as in BERT, GPT and the ViT-style encoders.
     """
 
     def __init__(
@@ -512,6 +512,7 @@ class TransformerBlock(nn.Module):
         norm_first: bool = True,
         attention_cls: type[nn.Module] = MultiHeadAttention,
         cross_attention: bool = False,
+        activation: str = "relu",
     ):
         super().__init__()
         self.norm_first = norm_first
@@ -519,7 +520,7 @@ class TransformerBlock(nn.Module):
         self.attn_norm = nn.LayerNorm(d_model)
         self.cross_attn = attention_cls(d_model, num_heads) if cross_attention else None
         self.cross_norm = nn.LayerNorm(d_model) if cross_attention else None
-        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.ffn = FeedForward(d_model, d_ff, dropout, activation)
         self.ffn_norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)  # on each sublayer's output, before the residual add (paper, 5.4)
         self.last_attention_weights: Tensor | None = None

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradelib.reference.attention import TransformerBlock
+from gradelib.reference.tokenization import IGNORE_INDEX, SPECIAL_TOKENS  # IGNORE_INDEX: the label the MLM loss skips
 
-PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
-NUM_SPECIAL = 5  # ids below this are special tokens: never selected for masking, never a random replacement
-IGNORE_INDEX = -100  # label of the positions the MLM loss ignores (F.cross_entropy's default ignore_index)
+# The WordPiece vocabulary's special tokens [PAD], [UNK], [CLS], [SEP], [MASK] are its first ids.
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids below this are special tokens: never selected for masking, never a random replacement
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,12 +233,11 @@ class TinyBert(nn.Module):
         self.config = config
         extra = {} if attention_cls is None else {"attention_cls": attention_cls}
         self.embeddings = BertEmbeddings(config.vocab_size, config.d_model, config.max_len, dropout=config.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(config.d_model, config.num_heads, config.d_ff, config.dropout, norm_first=config.norm_first, **extra)
+        self.blocks = nn.ModuleList(  # BERT's feed-forward uses GELU
+            TransformerBlock(config.d_model, config.num_heads, config.d_ff, config.dropout, norm_first=config.norm_first,
+                             activation="gelu", **extra)
             for _ in range(config.num_layers)
         )
-        for block in self.blocks:  # BERT's feed-forward uses GELU
-            block.ffn.activation = nn.GELU()
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm_first else nn.Identity()
         self.mlm_transform = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.LayerNorm(config.d_model))
         self.mlm_bias = nn.Parameter(torch.zeros(config.vocab_size))
@@ -332,6 +332,6 @@ def masked_accuracy(logits: Tensor, labels: Tensor) -> float:
     return float((logits[masked].argmax(-1) == labels[masked]).float().mean())
 
 
-def perplexity(mean_nll: float) -> float:
-    """exp(mean negative log-likelihood in nats)."""
+def perplexity_from_nll(mean_nll: float) -> float:
+    """exp(mean negative log-likelihood in nats). (gpt.perplexity computes it from logits and targets.)"""
     return math.exp(mean_nll)

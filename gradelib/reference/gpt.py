@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradelib.reference.attention import FeedForward, GroupedQueryAttention, KVCache, apply_rope, causal_mask, merge_heads, split_heads
+from gradelib.training import count_parameters, update, warmup_cosine
 
 __all__ = [
     "causal_lm_loss",
@@ -59,7 +60,6 @@ __all__ = [
     "span_corruption",
     "get_batch",
     "estimate_loss",
-    "cosine_lr",
     "TimedTrainer",
 ]
 
@@ -408,7 +408,7 @@ class GPT(nn.Module):
 
     def num_parameters(self) -> int:
         """Parameters, counting the tied embedding once."""
-        return sum(p.numel() for p in self.parameters())
+        return count_parameters(self)
 
     def _embed(self, tokens: Tensor | None, start: int, inputs_embeds: Tensor | None = None) -> Tensor:
         """Token embeddings (or the given ``inputs_embeds``) plus the positions start .. start + T - 1."""
@@ -569,21 +569,15 @@ def estimate_loss(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> flo
     return sum(losses) / len(losses)
 
 
-def cosine_lr(progress: float, peak: float, final: float, warmup: float) -> float:
-    """Learning rate at ``progress`` in [0, 1] of the budget: linear warm-up, then cosine to ``final``."""
-    if progress < warmup:
-        return peak * (progress + 1e-3) / warmup
-    decay = min(1.0, (progress - warmup) / max(1e-9, 1 - warmup))
-    return final + 0.5 * (1 + math.cos(math.pi * decay)) * (peak - final)
-
-
 class TimedTrainer:
     """Train a GPT for a fixed wall-clock budget; the learning-rate schedule runs on time, not steps.
 
     Each step() draws a batch, takes one AdamW step and charges its own duration to this trainer,
     so several trainers can be interleaved step by step on a busy machine and each still gets
-    exactly its budget of seconds. The schedule (warm-up + cosine) is a function of the fraction of
-    the budget used, so it ends when the time does.
+    exactly its budget of seconds. The schedule is the course's warm-up + cosine
+    (gradelib.training.warmup_cosine, from ``lr`` down to ``final_lr``) read at the fraction of the
+    *budget* used rather than of the steps, so it ends when the time does; the update is
+    gradelib.training.update with the gradients clipped to norm 1.
     """
 
     def __init__(self, model: nn.Module, train_data: Tensor, *, seconds: float, block_size: int, batch_size: int,
@@ -591,7 +585,8 @@ class TimedTrainer:
                  betas: tuple[float, float] = (0.9, 0.99), seed: int = 0, device: torch.device | str | None = None):
         self.model, self.data, self.seconds = model, train_data, seconds
         self.block_size, self.batch_size, self.device = block_size, batch_size, device
-        self.lr, self.final_lr, self.warmup = lr, lr / 10 if final_lr is None else final_lr, warmup
+        self.lr, self.final_lr = lr, lr / 10 if final_lr is None else final_lr
+        self.schedule = warmup_cosine(warmup=warmup, final=self.final_lr / lr)  # a factor on lr
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -604,18 +599,15 @@ class TimedTrainer:
         return self.elapsed >= self.seconds
 
     def step(self) -> float:
+        """One optimizer step on a fresh batch; returns its loss (nats per token)."""
         start = time.perf_counter()
-        lr = cosine_lr(min(1.0, self.elapsed / self.seconds), self.lr, self.final_lr, self.warmup)
+        lr = self.lr * self.schedule(min(1.0, self.elapsed / self.seconds))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = get_batch(self.data, self.block_size, self.batch_size, self.generator, self.device)
         self.model.train()
-        logits = self.model(x)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
+        loss = F.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
+        update(self.optimizer, loss, clip_grad_norm=1.0)
         value = loss.item()  # also waits for an accelerator to finish, so the clock is honest
         self.elapsed += time.perf_counter() - start
         self.steps += 1
