@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
 
@@ -195,6 +194,45 @@ def test_ddim_eta1_consecutive_is_ddpm_step():
         a = s.ddim_step(eps, t, t - 1, x, eta=1.0, generator=torch.Generator().manual_seed(0))
         b = s.ddpm_step(eps, t, x, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_the_schedule_steps_are_the_functional_steps():
+    """One DDIM update: the method is the function ddim_step (eta and its noise included) after clip_x0; and the
+    method's ancestral step with variance="beta" is the functional ddpm_step's sigma^2 = beta_t, same noise draw."""
+    s = ddpm.DDPMSchedule(ddpm.cosine_betas(60))
+    g = torch.Generator().manual_seed(2)
+    x, eps = torch.randn(6, 1, 4, 4, generator=g), torch.randn(6, 1, 4, 4, generator=g)
+    for t, t_prev, eta in ((40, 30, 0.0), (40, 30, 0.7), (5, -1, 1.0)):
+        method = s.ddim_step(eps, t, t_prev, x, eta=eta, generator=torch.Generator().manual_seed(9))
+        function = ddpm.ddim_step(x, eps, t, t_prev, s.alpha_bars, eta=eta, generator=torch.Generator().manual_seed(9))
+        assert torch.equal(method, function)
+    clipped = s.predict_eps(x, 40, s.predict_x0(x, 40, eps).clamp(-1, 1))
+    assert torch.equal(s.ddim_step(eps, 40, 30, x, clip_x0=1.0), ddpm.ddim_step(x, clipped, 40, 30, s.alpha_bars))
+    for t in (0, 1, 59):
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(t))
+        want = ddpm.ddpm_step(x.double(), eps.double(), t, s.betas, noise.double(), variance="beta")
+        got = s.ddpm_step(eps, t, x, generator=torch.Generator().manual_seed(t), variance="beta")
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="variance"):
+        s.ddpm_step(eps, 3, x, variance="sigma")
+
+
+def test_ddpm_sample_with_beta_variance_is_the_plain_ancestral_loop():
+    """The sampler notebook 05 once wrote out: sigma_t^2 = beta_t, noise drawn for t = T-1 .. 1 from one generator."""
+    betas = torch.linspace(1e-4, 0.1, 30)
+    s = ddpm.DDPMSchedule(betas)
+    model = lambda x, t: torch.tanh(x) * (1 + t.float().unsqueeze(1) / 30)
+    rng = torch.Generator().manual_seed(1)
+    x = torch.randn(9, 2, generator=rng)
+    ours = ddpm.ddpm_sample(model, s, x, generator=rng, variance="beta")
+    rng = torch.Generator().manual_seed(1)
+    x = torch.randn(9, 2, generator=rng)
+    for t in reversed(range(30)):
+        eps_hat = model(x, torch.full((9,), t))
+        x = (x - s.betas[t] / (1 - s.alpha_bars[t]).sqrt() * eps_hat) / s.alphas[t].sqrt()
+        if t > 0:
+            x = x + s.betas[t].sqrt() * torch.randn(9, 2, generator=rng)
+    torch.testing.assert_close(ours, x, atol=1e-6, rtol=1e-6)
 
 
 def test_ddpm_sample_with_exact_eps_recovers_a_point_mass():

@@ -33,6 +33,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from gradelib.training import progress_bar
+
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 """``eps_model(x_t, t_batch)`` -> eps_hat, the same shape as ``x_t``; ``t_batch`` is a LongTensor (B,)."""
 
@@ -93,16 +95,28 @@ def predict_x0(x_t: Tensor, t: Tensor, eps: Tensor, alpha_bars: Tensor) -> Tenso
     return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
 
-def ddim_step(x_t: Tensor, eps_hat: Tensor, t: int, t_prev: int, alpha_bars: Tensor) -> Tensor:
-    """Deterministic DDIM (eta = 0): x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev) eps_hat.
+def ddim_step(x_t: Tensor, eps_hat: Tensor, t: int, t_prev: int, alpha_bars: Tensor, *,
+              eta: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """One DDIM step x_t -> x_{t_prev} (Song et al., 2021, eq. 12); eta = 0 (the default) is deterministic.
 
-    t, t_prev: ints with t_prev < t; t_prev = -1 means the final step to x_0 (ab_prev = 1, an empty product).
-    x_t, eps_hat: (B, ...). Returns (B, ...).
+        x0_hat = predict_x0(x_t, t, eps_hat),
+        sigma  = eta * sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)),
+        x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z,   z ~ N(0, I).
+
+    t, t_prev: ints with t_prev < t; t_prev = -1 means the final step to x_0 (ab_prev = 1, an empty product,
+    and no noise). eta = 1 with consecutive steps is DDPM's ancestral step; z is drawn with ``generator``.
+    x_t, eps_hat: (B, ...); alpha_bars: (T,). Returns (B, ...).
     """
-    ab = alpha_bars[t].to(x_t.dtype)
     ab_prev = alpha_bars[t_prev].to(x_t.dtype) if t_prev >= 0 else torch.ones((), dtype=x_t.dtype, device=x_t.device)
-    x0_hat = (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
-    return ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat
+    x0_hat = predict_x0(x_t, t, eps_hat, alpha_bars)
+    if eta == 0:
+        return ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat
+    ab = alpha_bars[t].to(x_t.dtype)
+    sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
+    x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps_hat
+    if eta > 0 and t_prev >= 0:
+        x_prev = x_prev + sigma * _noise_like(x_t, generator)
+    return x_prev
 
 
 def ddpm_step(x_t: Tensor, eps_hat: Tensor, t: int, betas: Tensor, noise: Tensor, variance: str = "beta_tilde") -> Tensor:
@@ -241,48 +255,37 @@ class DDPMSchedule:
         """eps_hat made consistent with x0_hat clipped to [-clip_x0, clip_x0] (diffusers' ``clip_sample``)."""
         if clip_x0 is None:
             return eps_hat
-        ab = self.alpha_bars[t].to(x_t.dtype)
-        x0_hat = ((x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()).clamp(-clip_x0, clip_x0)
-        return (x_t - ab.sqrt() * x0_hat) / (1 - ab).sqrt()
+        x0_hat = self.predict_x0(x_t, t, eps_hat).clamp(-clip_x0, clip_x0)
+        return self.predict_eps(x_t, t, x0_hat)
 
     def ddpm_step(self, eps_hat: Tensor, t: int, x_t: Tensor, generator: torch.Generator | None = None,
-                  clip_x0: float | None = None) -> Tensor:
-        """One ancestral step x_t -> x_{t-1} ~ N(mu_theta, beta_tilde_t I), mu_theta the eps-form of mu_tilde.
+                  clip_x0: float | None = None, variance: str = "beta_tilde") -> Tensor:
+        """One ancestral step x_t -> x_{t-1} ~ N(mu_theta, sigma_t^2 I), mu_theta the eps-form of mu_tilde.
 
         t: int code timestep; eps_hat, x_t: (B, ...). At t == 0 no noise is added (returns the mean).
-        Uses the posterior variance beta_tilde (Ho et al. found sigma^2 = beta equally good).
+        sigma_t^2 is the posterior variance beta_tilde (``variance="beta_tilde"``) or beta_t (``"beta"``);
+        Ho et al. found both equally good.
         clip_x0: if set, the implied x0_hat is clipped to [-clip_x0, clip_x0] first (data known to lie there).
         """
+        if variance not in ("beta", "beta_tilde"):
+            raise ValueError(f'variance must be "beta" or "beta_tilde", got {variance!r}')
         eps_hat = self._clipped_eps(eps_hat, t, x_t, clip_x0)
         mean = self.eps_posterior_mean(x_t, t, eps_hat)
         if t == 0:
             return mean
         noise = _noise_like(x_t, generator)
-        return mean + self.posterior_variance[t].to(x_t.dtype).sqrt() * noise
+        sigma2 = self.betas[t] if variance == "beta" else self.posterior_variance[t]
+        return mean + sigma2.to(x_t.dtype).sqrt() * noise
 
     def ddim_step(self, eps_hat: Tensor, t: int, t_prev: int, x_t: Tensor, eta: float = 0.0,
                   generator: torch.Generator | None = None, clip_x0: float | None = None) -> Tensor:
-        """One DDIM step x_t -> x_{t_prev} (Song et al., 2021, eq. 12). t_prev == -1: the final step to x_0.
+        """One DDIM step x_t -> x_{t_prev}: the function :func:`ddim_step` on this schedule. t_prev == -1: to x_0.
 
-        x0_hat = predict_x0(x_t, t, eps_hat);
-        sigma  = eta * sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev));
-        x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z.
-        eta = 0 is deterministic; eta = 1 with consecutive steps is DDPM's ancestral step.
         clip_x0: if set, x0_hat is clipped to [-clip_x0, clip_x0] and eps_hat recomputed from it (diffusers' clip_sample
         with use_clipped_model_output=True).
         """
         eps_hat = self._clipped_eps(eps_hat, t, x_t, clip_x0)
-        if eta == 0:
-            return ddim_step(x_t, eps_hat, t, t_prev, self.alpha_bars)
-        ab = self.alpha_bars[t].to(x_t.dtype)
-        ab_prev = self.alpha_bars[t_prev].to(x_t.dtype) if t_prev >= 0 else torch.ones((), dtype=x_t.dtype, device=x_t.device)
-        x0_hat = (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
-        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
-        x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps_hat
-        if eta > 0 and t_prev >= 0:
-            noise = _noise_like(x_t, generator)
-            x_prev = x_prev + sigma * noise
-        return x_prev
+        return ddim_step(x_t, eps_hat, t, t_prev, self.alpha_bars, eta=eta, generator=generator)
 
     def ddim_timesteps(self, num_steps: int, t_start: int | None = None) -> list[int]:
         """``num_steps`` code timesteps, descending, evenly spaced, starting at t_start (default T - 1).
@@ -312,27 +315,21 @@ def _batch_t(t: int, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
 
 
-def progress_bar(iterable, enabled: bool, desc: str, leave: bool = False):
-    """iterable wrapped in a tqdm bar when enabled (the samplers' bars vanish when done unless leave)."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=leave)
-
-
 @torch.no_grad()
 def ddpm_sample(eps_model: EpsModel, schedule: DDPMSchedule, x_T: Tensor, *,
-                generator: torch.Generator | None = None, progress: bool = False, clip_x0: float | None = None) -> Tensor:
+                generator: torch.Generator | None = None, progress: bool = False, clip_x0: float | None = None,
+                variance: str = "beta_tilde") -> Tensor:
     """Ancestral sampling: T steps, t = T-1 .. 0, from x_T (B, ...) ~ N(0, I). Returns x_0 (B, ...).
 
     clip_x0: clip each step's implied x0_hat to [-clip_x0, clip_x0] (e.g. 1.0 for images scaled to [-1, 1]).
+    variance: sigma_t^2 of each step, "beta_tilde" (the posterior's) or "beta" (see DDPMSchedule.ddpm_step).
+    The noise of the steps t = T-1 .. 1 is drawn from ``generator`` in that order.
     """
     schedule = schedule.to(x_T.device)
     x = x_T
-    for t in progress_bar(range(schedule.T - 1, -1, -1), progress, "DDPM"):
+    for t in progress_bar(range(schedule.T - 1, -1, -1), progress, "DDPM", leave=False):
         eps_hat = eps_model(x, _batch_t(t, x))
-        x = schedule.ddpm_step(eps_hat, t, x, generator=generator, clip_x0=clip_x0)
+        x = schedule.ddpm_step(eps_hat, t, x, generator=generator, clip_x0=clip_x0, variance=variance)
     return x
 
 
@@ -349,7 +346,7 @@ def ddim_sample(eps_model: EpsModel, schedule: DDPMSchedule, x_T: Tensor, num_st
     schedule = schedule.to(x_T.device)
     steps = schedule.ddim_timesteps(num_steps, t_start)
     x = x_T
-    for i in progress_bar(range(len(steps)), progress, "DDIM"):
+    for i in progress_bar(range(len(steps)), progress, "DDIM", leave=False):
         t = steps[i]
         t_prev = steps[i + 1] if i + 1 < len(steps) else -1
         eps_hat = eps_model(x, _batch_t(t, x))
