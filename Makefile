@@ -35,7 +35,9 @@ test: $(VENV)/.dev-installed
 bench: $(VENV)/.course-installed
 	$(PY) -m gradelib.bench
 
-# The static course site (Jupyter Book), built offline into _site/_build/html.
+# The static course site, built offline into _site/_build/html and read offline from file:// (no
+# script, KaTeX's stylesheet and fonts bundled from site/katex). Jupyter Book 2 runs on Node.js >= 18
+# (Debian: apt-get install nodejs).
 site: $(VENV)/.dev-installed
 	$(VENV)/bin/gradelib site --out _site
 

@@ -1,6 +1,6 @@
-"""Build the course's static web site from the notebooks, offline, with Jupyter Book.
+"""Build the course's static web site from the notebooks, offline, with Jupyter Book 2.
 
-    gradelib site                       # default profile, into _site/
+    gradelib site                       # default profile, into _site/_build/html
     gradelib site --profile quick       # what the test builds: fast, same pages
 
 Each page is the *student* notebook (exercises stay blank, hidden tests stay hidden) showing the
@@ -8,6 +8,14 @@ outputs of a run of the instructor's solution: plots, worked examples and the se
 reader sees what a finished notebook produces. Interactive explorers cannot run on a static page; each
 one is replaced by a picture of its first view, taken from the widget state that nbclient records
 while it executes the notebook.
+
+Jupyter Book 2 (the MyST engine) reads the pages and writes the site's content
+(``jupyter-book build --site``): each page as a MyST syntax tree in which KaTeX has already typeset
+every equation. Its own HTML export does not fit an offline course: it downloads its theme (a web app)
+from the network on first use, and its pages take KaTeX's stylesheet from a CDN and need a web server.
+So this module writes the HTML from that content itself: plain pages with relative links, no script,
+and KaTeX's stylesheet and fonts bundled from ``site/katex``. The site builds without a network and
+reads from ``file://`` with none.
 
 Executed notebooks are kept in ``<out>/executed/`` and reused while the solution, the gradelib sources
 and the profile are unchanged, so editing one notebook re-runs only that one.
@@ -17,6 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,9 +39,15 @@ import nbformat
 
 from gradelib import _notebooks
 
+TITLE = "Generative AI from first principles"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 STATIC_NOTE = "*Static snapshot of an interactive explorer: open the notebook to use it.*"
+# <details><summary>Hint 1</summary> ... </details> in a markdown cell: a hint, closed until the reader opens it.
+HINT = re.compile(r"<details>\s*<summary>(?P<title>.*?)</summary>(?P<body>.*?)</details>", re.S)
+# An operator name as a bare sub- or superscript (z_\max); TeX's operators take no argument, so braces change nothing.
+SCRIPT_OPERATOR = re.compile(r"(?P<script>[_^])(?P<operator>\\(?:max|min|sup|inf|lim|liminf|limsup|arg|det|exp|log|ln|Pr|gcd))\b")
+REMOTE_IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\(https?://[^)\s]+\)")
 
 
 def _widget_outputs(model_id: str, states: dict, seen: set[str] | None = None) -> list[dict]:
@@ -58,7 +75,8 @@ def _widget_text(model_id: str, states: dict) -> str:
     state = model.get("state", {})
     parts = [str(state.get("value", ""))] if model.get("model_name") in ("HTMLModel", "LabelModel") else []
     parts += [_widget_text(str(child).removeprefix("IPY_MODEL_"), states) for child in state.get("children", [])]
-    return html.unescape(" ".join(part for part in parts if part)).replace("\xa0", " ").strip()
+    # tqdm pads with no-break and figure spaces; a page shows plain ones.
+    return re.sub(r"[^\S\n]", " ", html.unescape(" ".join(part for part in parts if part))).strip()
 
 
 def freeze_widgets(nb) -> int:
@@ -81,7 +99,8 @@ def freeze_widgets(nb) -> int:
             captured = [o for o in _widget_outputs(view["model_id"], states) if o.get("output_type") != "stream"]
             pictures = [o for o in captured if "image/png" in o.get("data", {})]
             if pictures:
-                new_outputs.append(nbformat.v4.new_output("display_data", {"text/markdown": STATIC_NOTE}))
+                note = {"text/markdown": STATIC_NOTE, "text/html": f"<p><em>{html.escape(STATIC_NOTE.strip('*'))}</em></p>"}
+                new_outputs.append(nbformat.v4.new_output("display_data", note))
                 new_outputs += [nbformat.from_dict(o) for o in pictures]
                 frozen += 1
             elif text := _widget_text(view["model_id"], states):
@@ -104,6 +123,56 @@ def page_notebook(student, executed):
     return page
 
 
+def _hints_as_dropdowns(source: str) -> tuple[str, int]:
+    """Each ``<details>`` hint becomes a MyST dropdown (the page still shows a closed ``<details>``).
+
+    Jupyter Book 2 keeps the inside of raw HTML as text, so the equations of a ``<details>`` hint would
+    reach the page as raw TeX; in a dropdown they are MyST and get typeset like every other equation.
+    """
+    return HINT.subn(lambda m: f"\n::::{{dropdown}} {m['title'].strip()}\n{m['body'].strip()}\n::::\n", source)
+
+
+def _join_environments_to_open_inline_math(source: str) -> str:
+    """``$X \\approx`` + newline + ``\\begin{pmatrix}...$``: put the environment on the line of its ``$``.
+
+    MyST starts a display-math block at every line that begins with ``\\begin{...}``, even inside an
+    inline ``$...$`` that Jupyter renders fine, which would leave the ``$`` and the TeX before it raw.
+    """
+    lines: list[str] = []
+    for line in source.split("\n"):
+        opens_inline_math = bool(lines) and "$$" not in lines[-1] and lines[-1].count("$") % 2 == 1
+        if opens_inline_math and line.lstrip().startswith("\\begin{"):
+            lines[-1] += " " + line.lstrip()
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _brace_script_operators(source: str) -> str:
+    """``z_\\max`` -> ``z_{\\max}``: KaTeX, unlike MathJax, refuses a bare operator name as a script."""
+    return SCRIPT_OPERATOR.sub(lambda m: f"{m['script']}{{{m['operator']}}}", source)
+
+
+def _remote_images_as_text(source: str) -> str:
+    """``[![Open In Colab](https://.../badge.svg)](link)`` -> ``[Open In Colab](link)``.
+
+    A picture from the web would make Jupyter Book fetch it at build time and the page reach out when
+    read; its alt text keeps the link and needs neither.
+    """
+    return REMOTE_IMAGE.sub(lambda m: m["alt"], source)
+
+
+def myst_markdown(nb) -> int:
+    """Adapt ``nb``'s markdown cells, written for Jupyter, to MyST as Jupyter Book 2 reads it; return the hints."""
+    hints = 0
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            source, count = _hints_as_dropdowns(cell.source)
+            source = _join_environments_to_open_inline_math(_brace_script_operators(source))
+            cell.source, hints = _remote_images_as_text(source), hints + count
+    return hints
+
+
 def _title(nb, fallback: str) -> str:
     for cell in nb.cells:
         for line in cell.source.splitlines() if cell.cell_type == "markdown" else []:
@@ -112,31 +181,23 @@ def _title(nb, fallback: str) -> str:
     return fallback
 
 
-def write_book(book: Path, pages: dict[str, object], title: str) -> None:
-    """A Jupyter Book project: one chapter per notebook, in course order, built without executing anything."""
+def write_book(book: Path, pages: dict[str, object], title: str, template: Path) -> None:
+    """A Jupyter Book 2 project: an intro page, then one page per notebook in course order.
+
+    ``template`` is the folder of the site template to name (``site/template``): with none, Jupyter
+    Book would ask the network for its default theme.
+    """
     book.mkdir(parents=True, exist_ok=True)
     for name, nb in pages.items():
         nbformat.write(nb, book / f"{name}.ipynb")
-    chapters = "\n".join(f"  - file: {name}" for name in pages)
-    (book / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n{chapters}\n")
-    (book / "_config.yml").write_text(textwrap.dedent(f"""\
-        title: "{title}"
-        author: the course authors
-        only_build_toc_files: true
-        execute:
-          execute_notebooks: "off"
-        parse:
-          myst_enable_extensions: [dollarmath, amsmath, colon_fence]
-        html:
-          use_repository_button: false
-          use_issues_button: false
-        launch_buttons:
-          notebook_interface: jupyterlab
-        sphinx:
-          config:
-            html_show_copyright: false
-            suppress_warnings: ["mystnb.unknown_mime_type"]
-        """))
+    toc = "    - file: intro.md\n" + "".join(f"    - file: {name}.ipynb\n" for name in pages)
+    (book / "myst.yml").write_text(
+        "version: 1\n"
+        "project:\n"
+        f"  title: {json.dumps(title)}\n"
+        "  toc:\n" + toc +
+        "site:\n"
+        f"  template: {json.dumps(str(template.resolve()))}\n")
     contents = "\n".join(f"{i}. [{_title(nb, name)}]({name}.ipynb)" for i, (name, nb) in enumerate(pages.items(), start=1))
     (book / "intro.md").write_text(textwrap.dedent("""\
         # {title}
@@ -147,6 +208,272 @@ def write_book(book: Path, pages: dict[str, object], title: str) -> None:
         To work through the course yourself, open the notebooks in JupyterLab or on Colab.
 
         """).format(title=title) + contents + "\n")
+
+
+def build_content(book: Path) -> Path:
+    """Run ``jupyter-book build --site`` in ``book``; return the folder holding its content (pages as MyST AST)."""
+    if shutil.which("node") is None:
+        # Jupyter Book would offer to download Node.js itself, which needs the network.
+        raise RuntimeError("Jupyter Book 2 runs on Node.js (>= 18), which is not on PATH: apt-get install nodejs")
+    command = [sys.executable, "-m", "jupyter_book", "build", "--site"]
+    # Each run, Jupyter Book asks the npm registry whether a newer mystmd exists, only to print an upgrade
+    # notice: a closed local port answers instead, so that a build makes no request at all.
+    env = dict(os.environ, npm_config_registry="http://127.0.0.1:9/")
+    # stdin closed: without Node.js, Jupyter Book asks whether to install it and must not wait for an answer.
+    result = subprocess.run(command, cwd=book, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise RuntimeError(f"jupyter-book build --site failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return book / "_build" / "site"
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTML pages from the content that Jupyter Book wrote
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# One HTML tag per MyST node type that only wraps its children.
+TAGS = {"paragraph": "p", "emphasis": "em", "strong": "strong", "blockquote": "blockquote", "listItem": "li",
+        "tableRow": "tr", "subscript": "sub", "superscript": "sup", "delete": "del", "underline": "u",
+        "summary": "summary", "caption": "figcaption", "container": "figure", "legend": "figcaption"}
+# The output bundle's richest type that a static page can show, in order of preference.
+MIME_ORDER = ("text/html", "image/svg+xml", "image/png", "image/jpeg", "image/gif", "text/markdown", "text/plain")
+
+
+def _attrs(**attrs) -> str:
+    return "".join(f' {key.rstrip("_")}="{html.escape(str(value))}"' for key, value in attrs.items() if value not in (None, ""))
+
+
+class PageWriter:
+    """Writes one page's HTML from its MyST syntax tree (the ``mdast`` of Jupyter Book's content JSON).
+
+    ``files`` maps each page's slug to its HTML file (internal links point there); pictures that the
+    content references are copied from ``public`` (Jupyter Book's folder for them) into ``images``.
+    Node types it does not know show their children, and are listed in ``unknown``.
+    """
+
+    def __init__(self, files: dict[str, str], public: Path, images: Path):
+        self.files, self.public, self.images = files, public, images
+        self.unknown: set[str] = set()
+
+    def __call__(self, node: dict) -> str:
+        kind = node.get("type", "")
+        if kind in TAGS:
+            return f"<{TAGS[kind]}>{self.children(node)}</{TAGS[kind]}>"
+        write = getattr(self, "node_" + kind, None)
+        if write is None:
+            self.unknown.add(kind)
+            return self.children(node)
+        return write(node)
+
+    def children(self, node: dict) -> str:
+        return "".join(self(child) for child in node.get("children", []))
+
+    def asset(self, path: str) -> str:
+        """Copy a picture that the content names (``/hash.png``) next to the pages; its relative URL."""
+        name = Path(path).name
+        self.images.mkdir(parents=True, exist_ok=True)
+        if (self.public / name).exists() and not (self.images / name).exists():
+            shutil.copy(self.public / name, self.images / name)
+        return f"{self.images.name}/{name}"
+
+    # text and inline markup
+    def node_text(self, node):
+        return html.escape(node.get("value", ""), quote=False)
+
+    def node_inlineCode(self, node):
+        return f"<code>{html.escape(node.get('value', ''), quote=False)}</code>"
+
+    def node_inlineMath(self, node):
+        # Jupyter Book typeset it with KaTeX at build time: "html" holds the result.
+        if "html" in node:
+            return node["html"]
+        return f'<code class="math-error">{html.escape(node.get("value", ""))}</code>'
+
+    def node_math(self, node):
+        return f'<div class="math"{_attrs(id=node.get("html_id"))}>{self.node_inlineMath(node)}</div>'
+
+    def node_break(self, node):
+        return "<br>"
+
+    def node_html(self, node):
+        return node.get("value", "")
+
+    def node_link(self, node):
+        url = node.get("url", "")
+        if node.get("internal"):
+            slug, _, anchor = url.lstrip("/").partition("#")
+            url = self.files.get(slug, "index.html") + (f"#{anchor}" if anchor else "")
+        return f"<a{_attrs(href=url)}>{self.children(node)}</a>"
+
+    def node_crossReference(self, node):
+        return f'<a{_attrs(href="#" + node.get("html_id", node.get("identifier", "")))}>{self.children(node)}</a>'
+
+    def node_abbreviation(self, node):
+        return f"<abbr{_attrs(title=node.get('title'))}>{self.children(node)}</abbr>"
+
+    def node_span(self, node):
+        return f"<span{_attrs(class_=node.get('class'))}>{self.children(node)}</span>"
+
+    def node_image(self, node):
+        # Jupyter Book copied each local picture into its public folder; anything else shows its alt text.
+        if not (self.public / Path(node.get("url", "")).name).is_file():
+            return html.escape(node.get("alt", ""), quote=False)
+        return f"<img{_attrs(src=self.asset(node['url']), alt=node.get('alt', ''), width=node.get('width'))}>"
+
+    # blocks
+    def node_root(self, node):
+        return self.children(node)
+
+    def node_block(self, node):
+        kind = {"notebook-content": "cell markdown", "notebook-code": "cell code"}.get(node.get("kind"), "block")
+        return f"<section{_attrs(class_=kind, id=node.get('html_id'))}>{self.children(node)}</section>"
+
+    def node_div(self, node):
+        return f"<div{_attrs(class_=node.get('class'))}>{self.children(node)}</div>"
+
+    def node_heading(self, node):
+        depth = min(max(int(node.get("depth", 2)), 1), 6)
+        return f"<h{depth}{_attrs(id=node.get('html_id'))}>{self.children(node)}</h{depth}>"
+
+    def node_list(self, node):
+        tag = "ol" if node.get("ordered") else "ul"
+        start = node.get("start") if node.get("ordered") and node.get("start") not in (None, 1) else None
+        return f"<{tag}{_attrs(start=start)}>{self.children(node)}</{tag}>"
+
+    def node_thematicBreak(self, node):
+        return "<hr>"
+
+    def node_code(self, node):
+        from pygments import highlight
+        from pygments.formatters import HtmlFormatter
+        from pygments.lexers import get_lexer_by_name
+        from pygments.util import ClassNotFound
+
+        code = node.get("value", "")
+        try:
+            body = highlight(code, get_lexer_by_name(node.get("lang") or "text"), HtmlFormatter(nowrap=True))
+        except ClassNotFound:
+            body = html.escape(code, quote=False)
+        return f'<pre class="highlight"><code>{body}</code></pre>'
+
+    def node_table(self, node):
+        return f"<table>{self.children(node)}</table>"
+
+    def node_tableCell(self, node):
+        tag = "th" if node.get("header") else "td"
+        return f"<{tag}{_attrs(style=node.get('align') and 'text-align: ' + node['align'])}>{self.children(node)}</{tag}>"
+
+    def node_details(self, node):
+        # Closed, like the notebook's hint: the reader opens it.
+        return f"<details>{self.children(node)}</details>"
+
+    def node_admonition(self, node):
+        return f'<aside class="admonition {html.escape(node.get("kind", "note"))}">{self.children(node)}</aside>'
+
+    def node_admonitionTitle(self, node):
+        return f'<p class="admonition-title">{self.children(node)}</p>'
+
+    def node_comment(self, node):
+        return ""
+
+    def node_mystTarget(self, node):
+        return ""
+
+    # notebook outputs
+    def node_outputs(self, node):
+        return f'<div class="outputs">{self.children(node)}</div>'
+
+    def node_output(self, node):
+        output = node.get("jupyter_data") or {}
+        kind = output.get("output_type")
+        if kind == "stream":
+            text = "".join(output.get("text", ""))
+            return f'<pre class="output {html.escape(output.get("name", "stdout"))}">{html.escape(ANSI.sub("", text), quote=False)}</pre>'
+        if kind == "error":
+            traceback = output.get("traceback", "")
+            text = "\n".join(traceback) if isinstance(traceback, list) else traceback
+            return f'<pre class="output error">{html.escape(ANSI.sub("", text), quote=False)}</pre>'
+        bundle = output.get("data", {})
+        for mime in MIME_ORDER:
+            if mime in bundle:
+                return self.bundle_item(mime, bundle[mime])
+        return ""
+
+    def bundle_item(self, mime: str, item: dict) -> str:
+        if mime.startswith("image/"):
+            return f'<div class="output image"><img{_attrs(src=self.asset(item["path"]), alt="output")}></div>' \
+                if "path" in item else ""
+        content = item.get("content")
+        if content is None and "path" in item:  # a long output that Jupyter Book moved into a file
+            content = (self.public / Path(item["path"]).name).read_text()
+        content = content or ""
+        if mime == "text/html":
+            return f'<div class="output html">{content}</div>'
+        return f'<pre class="output text">{html.escape(ANSI.sub("", content), quote=False)}</pre>'
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="_static/katex/katex.min.css">
+<link rel="stylesheet" href="_static/pygments.css">
+<link rel="stylesheet" href="_static/style.css">
+</head>
+<body>
+<nav class="sidebar"><a class="site-title" href="index.html">{site}</a><ol>{nav}</ol></nav>
+<main><article>
+<h1>{heading}</h1>
+{content}
+</article>
+<footer class="pager">{pager}</footer></main>
+</body>
+</html>
+"""
+
+
+def write_pages(content: Path, out: Path, *, title: str, assets: Path, order: list[str]) -> dict[str, Path]:
+    """Static HTML from Jupyter Book's site content: ``index.html``, then ``<name>.html`` per notebook.
+
+    ``order`` lists the pages' source files in course order (``intro.md``, ``01_attention.ipynb``, ...).
+    Returns each source file's HTML page.
+    """
+    from pygments.formatters import HtmlFormatter
+
+    pages = {}
+    for path in (content / "content").glob("*.json"):
+        page = json.loads(path.read_text())
+        pages[Path(page["location"]).name] = page
+    missing = [source for source in order if source not in pages]
+    if missing:
+        raise RuntimeError(f"Jupyter Book wrote no content for {missing}")
+    file_of = {source: "index.html" if source == order[0] else f"{Path(source).stem}.html" for source in order}
+    writer = PageWriter({pages[s]["slug"]: f for s, f in file_of.items()}, content / "public", out / "_images")
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(assets / "katex", out / "_static" / "katex", dirs_exist_ok=True)
+    shutil.copy(assets / "style.css", out / "_static" / "style.css")
+    (out / "_static" / "pygments.css").write_text(HtmlFormatter().get_style_defs(".highlight"))
+
+    titles = {source: pages[source]["frontmatter"].get("title", Path(source).stem) for source in order}
+    written = {}
+    for i, source in enumerate(order):
+        nav = "".join(f'<li{_attrs(class_="current" if s == source else None)}><a href="{file_of[s]}">'
+                      f"{html.escape(titles[s])}</a></li>" for s in order[1:])
+        neighbours = [("prev", "← ", order[i - 1], "") if i > 0 else None,
+                      ("next", "", order[i + 1], " →") if i + 1 < len(order) else None]
+        pager = "".join(f'<a class="{cls}" href="{file_of[s]}">{before}{html.escape(titles[s])}{after}</a>'
+                        for cls, before, s, after in filter(None, neighbours))
+        heading = titles[source]
+        body = writer(pages[source]["mdast"])
+        written[source] = out / file_of[source]
+        written[source].write_text(PAGE.format(
+            title=html.escape(heading if i == 0 else f"{heading} · {title}"), site=html.escape(title), nav=nav,
+            heading=html.escape(heading), content=body, pager=pager))
+    if writer.unknown:
+        print(f"[site] shown by their children only (no HTML of their own): {sorted(writer.unknown)}", flush=True)
+    return written
 
 
 def _sources_digest(root: Path) -> str:
@@ -195,14 +522,15 @@ def build_site(out: Path, *, profile: str = "default", root: Path | None = None,
         executed = _executed_solution(root, name, profile, out / "executed", sources_digest)
         student = nbformat.read(root / "course" / name / f"{name}.ipynb", as_version=4)
         pages[name] = page_notebook(student, executed)
-        frozen = freeze_widgets(pages[name])
-        print(f"[site] {name}: {frozen} explorer(s) frozen to pictures", flush=True)
-    write_book(book, pages, title="Generative AI from first principles")
-    jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(book),
-               "--path-output", str(out), "--builder", "html"]
-    print("[site] building HTML with Jupyter Book", flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    html = out / "_build" / "html"
-    print(f"[site] open {html / 'index.html'}")
-    return html
+        frozen, hints = freeze_widgets(pages[name]), myst_markdown(pages[name])
+        print(f"[site] {name}: {frozen} explorer(s) frozen to pictures, {hints} hint(s)", flush=True)
+    write_book(book, pages, title=TITLE, template=root / "site" / "template")
+    print("[site] building the site content with Jupyter Book", flush=True)
+    content = build_content(book)
+    html_dir = out / "_build" / "html"
+    if html_dir.exists():
+        shutil.rmtree(html_dir)
+    order = ["intro.md", *(f"{name}.ipynb" for name in pages)]
+    write_pages(content, html_dir, title=TITLE, assets=root / "site", order=order)
+    print(f"[site] open {html_dir / 'index.html'}")
+    return html_dir
