@@ -235,6 +235,29 @@ def _triangle_sdf(dx: torch.Tensor, dy: torch.Tensor, half: torch.Tensor) -> tor
     return torch.maximum(edges, _square_sdf(dx, dy, half))
 
 
+_SHAPE_SDFS = (_circle_sdf, _square_sdf, _triangle_sdf)  # in the order of SHAPES
+
+
+def _shape_coverage(shape: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, half: torch.Tensor,
+                    image_size: int) -> torch.Tensor:
+    """How much of each pixel the shape covers: the one renderer of captioned_shapes and av_clips.
+
+    shape: (n,) int64 index into SHAPES. dx: (n, ..., 1, W) and dy: (n, ..., H, 1) are the pixel centres'
+    offsets from the shape's centre and half: (n, ..., 1, 1) half its side, all in units of the image side.
+
+    Returns:
+        coverage: (n, ..., H, W) float32 in [0, 1]
+    """
+    # Signed distance from each pixel centre to the shape's outline, negative inside.
+    sdf = torch.empty(torch.broadcast_shapes(dx.shape, dy.shape))
+    for shape_index, shape_sdf in enumerate(_SHAPE_SDFS):
+        selected = (shape == shape_index).nonzero().squeeze(1)
+        sdf[selected] = shape_sdf(dx[selected], dy[selected], half[selected])
+    # Coverage of a pixel by the shape, linear across a one-pixel-wide edge: cheap
+    # anti-aliasing that keeps small triangles recognisable at 16x16.
+    return (0.5 - sdf * image_size).clamp(0.0, 1.0)
+
+
 def captioned_shapes(n: int, *, split: str = "train", seed: int = 0, image_size: int = 16) -> ShapesBatch:
     """Render n images of a coloured circle, square or triangle in one quadrant, with captions.
 
@@ -270,16 +293,7 @@ def captioned_shapes(n: int, *, split: str = "train", seed: int = 0, image_size:
     pixel_centres = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size
     dx = pixel_centres.view(1, 1, -1) - centre[:, 0]  # (n, 1, W)
     dy = pixel_centres.view(1, -1, 1) - centre[:, 1]  # (n, H, 1)
-    half = side / 2
-
-    # Signed distance from each pixel centre to the shape's outline, negative inside.
-    sdf = torch.empty(n, image_size, image_size)
-    for shape_index, shape_sdf in enumerate((_circle_sdf, _square_sdf, _triangle_sdf)):
-        selected = (shape == shape_index).nonzero().squeeze(1)
-        sdf[selected] = shape_sdf(dx[selected], dy[selected], half[selected])
-    # Coverage of a pixel by the shape, linear across a one-pixel-wide edge: cheap
-    # anti-aliasing that keeps small triangles recognisable at 16x16.
-    coverage = (0.5 - sdf * image_size).clamp(0.0, 1.0)
+    coverage = _shape_coverage(shape, dx, dy, side / 2, image_size)  # (n, H, W)
     images = coverage.unsqueeze(1) * _COLOUR_RGB[colour].view(n, 3, 1, 1) * brightness
 
     captions = [caption_for(SHAPES[s], COLOURS[c], POSITIONS[p]) for s, c, p in labels.tolist()]
@@ -395,6 +409,25 @@ AV_QUESTIONS = (("which", "shape"), ("which", "direction"), ("how", "many", "hop
 AV_ANSWERS = AV_SHAPES + AV_DIRECTIONS + tuple(str(k) for k in range(1, AV_MAX_HOPS + 1))
 _AV_DIRECTION_VECTORS = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])  # (x, y), y down
 
+# How av_clips makes the clips. The picture:
+_AV_MARGIN_PIXELS = 0.5  # the shape's edge stays this far inside the frame along its whole trajectory
+_AV_HOP_BRIGHTNESS = 1.0  # the shape's brightness on a hop frame (AV_REST_BRIGHTNESS between hops)
+# The sound of a hop:
+_AV_ATTACK_SECONDS = 0.004  # every tone rises linearly over its first 4 ms, then decays exponentially
+_AV_HOP_DECAY_SECONDS = 0.040
+_AV_HOP_HARMONICS = (1.0, 1.0, 2.0)  # multiples of the fundamental, averaged: the octave at half amplitude
+# The spoken question: word w starts at a random offset (under _AV_LATEST_START_SECONDS) + w * _AV_WORD_GAP_SECONDS.
+_AV_LATEST_START_SECONDS = 0.040
+_AV_WORD_SECONDS = 0.110
+_AV_WORD_GAP_SECONDS = 0.128
+_AV_WORD_DECAY_SECONDS = 0.5
+_AV_SPEAKER_JITTER = 0.02  # each word's two tones are off by up to ±2% in pitch, like different speakers
+_AV_WORD_GAIN, _AV_WORD_GAIN_SPREAD = 0.4, 0.2  # each word's loudness, uniform in [0.4, 0.6)
+_AV_MAX_WORDS = max(len(question) for question in AV_QUESTIONS)
+# Each question's words as indices into AV_WORDS, padded with -1: (len(AV_QUESTIONS), _AV_MAX_WORDS).
+_AV_QUESTION_WORDS = torch.tensor([[AV_WORDS.index(word) for word in question] + [-1] * (_AV_MAX_WORDS - len(question))
+                                   for question in AV_QUESTIONS])
+
 
 @dataclass
 class AVClips:
@@ -438,8 +471,98 @@ def _tone_burst(length: int, frequencies: torch.Tensor, amplitude: torch.Tensor,
     """
     t = torch.arange(length, dtype=torch.float64) / sample_rate
     wave = torch.sin(2 * math.pi * frequencies[:, :, None] * t).mean(dim=1)
-    envelope = torch.clamp(t / 0.004, max=1.0) * torch.exp(-t / decay_s)
+    envelope = torch.clamp(t / _AV_ATTACK_SECONDS, max=1.0) * torch.exp(-t / decay_s)
     return amplitude * envelope * wave
+
+
+def _draw_stories(n: int, num_frames: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """What happens in each clip: its shape, side, direction and hop frames (the first random draws).
+
+    Returns shape (n,) int64, side (n,) float32 pixels, direction (n,) int64, num_hops (n,) int64 in
+    1..min(AV_MAX_HOPS, T - 1), and hops (n, T) bool: num_hops frames among 1..T-1, uniformly.
+    """
+    shape = torch.randint(0, len(AV_SHAPES), (n,), generator=generator)
+    side = AV_SIDE_RANGE[0] + (AV_SIDE_RANGE[1] - AV_SIDE_RANGE[0]) * torch.rand(n, generator=generator)
+    direction = torch.randint(0, len(AV_DIRECTIONS), (n,), generator=generator)
+    num_hops = torch.randint(1, min(AV_MAX_HOPS, num_frames - 1) + 1, (n,), generator=generator)
+    hops = torch.zeros(n, num_frames, dtype=torch.bool)
+    order = torch.argsort(torch.rand(n, num_frames - 1, generator=generator), dim=1)
+    for i in range(n):
+        hops[i, 1 + order[i, : int(num_hops[i])]] = True
+    return shape, side, direction, num_hops, hops
+
+
+def _trajectories(side: torch.Tensor, direction: torch.Tensor, num_hops: torch.Tensor, hops: torch.Tensor,
+                  image_size: int, generator: torch.Generator) -> torch.Tensor:
+    """The shape's centre in every frame, (n, T, 2) pixels as (x, y): a random start from which the whole
+    trajectory stays inside the frame, then AV_STEP_PIXELS in the clip's direction at every hop."""
+    half = side / 2
+    travel = AV_STEP_PIXELS * num_hops.float()
+    vec = _AV_DIRECTION_VECTORS[direction]  # (n, 2)
+    # Moving left/up needs room on that side, moving right/down on the other.
+    low = half[:, None] + _AV_MARGIN_PIXELS - torch.clamp(vec, max=0) * travel[:, None]
+    high = image_size - half[:, None] - _AV_MARGIN_PIXELS - torch.clamp(vec, min=0) * travel[:, None]
+    start = low + (high - low) * torch.rand(hops.shape[0], 2, generator=generator)
+    steps_taken = torch.cumsum(hops.float(), dim=1)  # (n, T) hops up to and including frame t
+    return start[:, None, :] + steps_taken[:, :, None] * AV_STEP_PIXELS * vec[:, None, :]
+
+
+def _render_video(shape: torch.Tensor, side: torch.Tensor, centres: torch.Tensor, hops: torch.Tensor,
+                  image_size: int) -> torch.Tensor:
+    """The frames, (n, T, H, W) float32 in [0, 1]: the shape at its centres, flashing on hop frames (the shape
+    at _AV_HOP_BRIGHTNESS on a background of AV_FLASH_BACKGROUND; AV_REST_BRIGHTNESS on black otherwise)."""
+    pixel = torch.arange(image_size, dtype=torch.float32) + 0.5
+    dx = (pixel.view(1, 1, 1, -1) - centres[..., 0, None, None]) / image_size  # (n, T, 1, W)
+    dy = (pixel.view(1, 1, -1, 1) - centres[..., 1, None, None]) / image_size  # (n, T, H, 1)
+    half_units = (side / 2 / image_size).view(-1, 1, 1, 1)
+    brightness = torch.where(hops, _AV_HOP_BRIGHTNESS, AV_REST_BRIGHTNESS)  # (n, T)
+    video = _shape_coverage(shape, dx, dy, half_units, image_size) * brightness[:, :, None, None]
+    return torch.maximum(video, AV_FLASH_BACKGROUND * hops.float()[:, :, None, None])
+
+
+def _hop_sound(shape: torch.Tensor, side: torch.Tensor, hops: torch.Tensor) -> torch.Tensor:
+    """The clip's sound, (n, T * AV_FRAME_SAMPLES) float64: every hop frame's audio is a tone burst, pitched
+    by the shape (AV_PITCH_HZ) and as loud as the shape is large (AV_AMPLITUDE_RANGE over AV_SIDE_RANGE);
+    every other frame is silent."""
+    n, num_frames = hops.shape
+    fraction = (side - AV_SIDE_RANGE[0]) / (AV_SIDE_RANGE[1] - AV_SIDE_RANGE[0])
+    amplitude = AV_AMPLITUDE_RANGE[0] + (AV_AMPLITUDE_RANGE[1] - AV_AMPLITUDE_RANGE[0]) * fraction
+    pitch = torch.tensor(AV_PITCH_HZ, dtype=torch.float64)[shape]  # (n,)
+    burst = _tone_burst(AV_FRAME_SAMPLES, pitch[:, None] * torch.tensor(_AV_HOP_HARMONICS, dtype=torch.float64),
+                        amplitude.double()[:, None], AV_SAMPLE_RATE, decay_s=_AV_HOP_DECAY_SECONDS)  # (n, frame)
+    return (hops[:, :, None].double() * burst[:, None, :]).reshape(n, num_frames * AV_FRAME_SAMPLES)
+
+
+def _spoken_questions(n: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw each clip's question and "speak" it: question (n,) int64 index into AV_QUESTIONS, and its audio
+    (n, length) float64, word w from a random start + w * _AV_WORD_GAP_SECONDS, each word two tones."""
+    sr = AV_SAMPLE_RATE
+    question = torch.randint(0, len(AV_QUESTIONS), (n,), generator=generator)
+    offsets = torch.randint(0, int(_AV_LATEST_START_SECONDS * sr), (n,), generator=generator)
+    jitter = 1 + _AV_SPEAKER_JITTER * (2 * torch.rand(n, _AV_MAX_WORDS, 2, generator=generator, dtype=torch.float64) - 1)
+    word_gain = _AV_WORD_GAIN + _AV_WORD_GAIN_SPREAD * torch.rand(n, _AV_MAX_WORDS, generator=generator, dtype=torch.float64)
+    word_len, word_gap = int(_AV_WORD_SECONDS * sr), int(_AV_WORD_GAP_SECONDS * sr)
+    word_tones = torch.tensor(AV_WORD_TONES_HZ, dtype=torch.float64)
+    word_ids = _AV_QUESTION_WORDS[question]  # (n, _AV_MAX_WORDS), -1 past the question's last word
+    question_audio = torch.zeros(n, length, dtype=torch.float64)
+    sample = torch.arange(length)
+    for w in range(_AV_MAX_WORDS):
+        spoken = word_ids[:, w] >= 0
+        tones = word_tones[word_ids[:, w].clamp(min=0)] * jitter[:, w]  # (n, 2)
+        words = _tone_burst(word_len, tones, (word_gain[:, w] * spoken)[:, None], sr,
+                            decay_s=_AV_WORD_DECAY_SECONDS)  # (n, word_len)
+        begin = offsets + w * word_gap  # (n,)
+        index = sample[None, :] - begin[:, None]  # (n, length): position inside the word
+        inside = (index >= 0) & (index < word_len)
+        question_audio += torch.where(inside, words.gather(1, index.clamp(0, word_len - 1)), 0.0)
+    return question, question_audio
+
+
+def _answers(question: torch.Tensor, shape: torch.Tensor, direction: torch.Tensor, num_hops: torch.Tensor) -> torch.Tensor:
+    """Each question's answer, read from the video alone: (n,) int64 index into AV_ANSWERS."""
+    return torch.where(question == 0, shape,
+                       torch.where(question == 1, len(AV_SHAPES) + direction,
+                                   len(AV_SHAPES) + len(AV_DIRECTIONS) + num_hops - 1))
 
 
 def av_clips(n: int, *, seed: int = 0, num_frames: int = 8, image_size: int = 16, noise: float = 0.003) -> AVClips:
@@ -461,74 +584,17 @@ def av_clips(n: int, *, seed: int = 0, num_frames: int = 8, image_size: int = 16
     """
     if num_frames < 2:
         raise ValueError(f"num_frames must be at least 2, got {num_frames}")
+    # One generator, drawn from in this order: the stories, the starting points, the questions, the noise.
     generator = torch.Generator().manual_seed(seed)
-    sr, frame_len = AV_SAMPLE_RATE, AV_FRAME_SAMPLES
-    max_hops = min(AV_MAX_HOPS, num_frames - 1)
+    shape, side, direction, num_hops, hops = _draw_stories(n, num_frames, generator)
+    centres = _trajectories(side, direction, num_hops, hops, image_size, generator)
+    video = _render_video(shape, side, centres, hops, image_size)
+    audio = _hop_sound(shape, side, hops)
+    question, question_audio = _spoken_questions(n, audio.shape[1], generator)
+    answer = _answers(question, shape, direction, num_hops)
 
-    shape = torch.randint(0, len(AV_SHAPES), (n,), generator=generator)
-    side = AV_SIDE_RANGE[0] + (AV_SIDE_RANGE[1] - AV_SIDE_RANGE[0]) * torch.rand(n, generator=generator)
-    direction = torch.randint(0, len(AV_DIRECTIONS), (n,), generator=generator)
-    num_hops = torch.randint(1, max_hops + 1, (n,), generator=generator)
-    hops = torch.zeros(n, num_frames, dtype=torch.bool)
-    order = torch.argsort(torch.rand(n, num_frames - 1, generator=generator), dim=1)
-    for i in range(n):
-        hops[i, 1 + order[i, : int(num_hops[i])]] = True
-
-    # Positions in pixels. Start so that the whole trajectory stays inside the frame.
-    half = side / 2
-    travel = AV_STEP_PIXELS * num_hops.float()
-    vec = _AV_DIRECTION_VECTORS[direction]  # (n, 2)
-    low = half[:, None] + 0.5 - torch.clamp(vec, max=0) * travel[:, None]  # moving left/up needs room on that side
-    high = image_size - half[:, None] - 0.5 - torch.clamp(vec, min=0) * travel[:, None]
-    start = low + (high - low) * torch.rand(n, 2, generator=generator)
-    steps_taken = torch.cumsum(hops.float(), dim=1)  # (n, T) hops up to and including frame t
-    centres = start[:, None, :] + steps_taken[:, :, None] * AV_STEP_PIXELS * vec[:, None, :]  # (n, T, 2)
-
-    pixel = torch.arange(image_size, dtype=torch.float32) + 0.5
-    dx = (pixel.view(1, 1, 1, -1) - centres[..., 0, None, None]) / image_size  # (n, T, 1, W)
-    dy = (pixel.view(1, 1, -1, 1) - centres[..., 1, None, None]) / image_size  # (n, T, H, 1)
-    half_units = (half / image_size).view(n, 1, 1, 1)
-    sdf = torch.empty(n, num_frames, image_size, image_size)
-    for shape_index, shape_sdf in enumerate((_circle_sdf, _square_sdf, _triangle_sdf)):
-        sel = (shape == shape_index).nonzero().squeeze(1)
-        sdf[sel] = shape_sdf(dx[sel], dy[sel], half_units[sel])
-    brightness = torch.where(hops, 1.0, AV_REST_BRIGHTNESS)  # (n, T)
-    video = (0.5 - sdf * image_size).clamp(0.0, 1.0) * brightness[:, :, None, None]
-    video = torch.maximum(video, AV_FLASH_BACKGROUND * hops.float()[:, :, None, None])
-
-    # Clip audio: a tone burst at every hop frame (each frame's audio is the burst or silence).
-    length = num_frames * frame_len
-    fraction = (side - AV_SIDE_RANGE[0]) / (AV_SIDE_RANGE[1] - AV_SIDE_RANGE[0])
-    amplitude = AV_AMPLITUDE_RANGE[0] + (AV_AMPLITUDE_RANGE[1] - AV_AMPLITUDE_RANGE[0]) * fraction
-    pitch = torch.tensor(AV_PITCH_HZ, dtype=torch.float64)[shape]  # (n,)
-    burst = _tone_burst(frame_len, pitch[:, None] * torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64),
-                        amplitude.double()[:, None], sr, decay_s=0.040)  # (n, frame_len)
-    audio = (hops[:, :, None].double() * burst[:, None, :]).reshape(n, length)
-
-    # Question audio and answers: word w starts at offset + w * 128 ms.
-    question = torch.randint(0, len(AV_QUESTIONS), (n,), generator=generator)
-    offsets = torch.randint(0, int(0.040 * sr), (n,), generator=generator)
-    jitter = 1 + 0.02 * (2 * torch.rand(n, 3, 2, generator=generator, dtype=torch.float64) - 1)
-    word_gain = 0.4 + 0.2 * torch.rand(n, 3, generator=generator, dtype=torch.float64)
-    word_len, word_gap = int(0.110 * sr), int(0.128 * sr)
-    word_tones = torch.tensor(AV_WORD_TONES_HZ, dtype=torch.float64)
-    word_ids = torch.tensor([[AV_WORDS.index(w) for w in q] + [-1] * (3 - len(q)) for q in AV_QUESTIONS])[question]  # (n, 3)
-    question_audio = torch.zeros(n, length, dtype=torch.float64)
-    sample = torch.arange(length)
-    for w in range(3):
-        spoken = word_ids[:, w] >= 0
-        tones = word_tones[word_ids[:, w].clamp(min=0)] * jitter[:, w]  # (n, 2)
-        words = _tone_burst(word_len, tones, (word_gain[:, w] * spoken)[:, None], sr, decay_s=0.5)  # (n, word_len)
-        begin = offsets + w * word_gap  # (n,)
-        index = sample[None, :] - begin[:, None]  # (n, length): position inside the word
-        inside = (index >= 0) & (index < word_len)
-        question_audio += torch.where(inside, words.gather(1, index.clamp(0, word_len - 1)), 0.0)
-    answer = torch.where(question == 0, shape,
-                         torch.where(question == 1, len(AV_SHAPES) + direction,
-                                     len(AV_SHAPES) + len(AV_DIRECTIONS) + num_hops - 1))
-
-    audio = audio + noise * torch.randn(n, length, generator=generator, dtype=torch.float64)
-    question_audio = question_audio + noise * torch.randn(n, length, generator=generator, dtype=torch.float64)
+    audio = audio + noise * torch.randn(audio.shape, generator=generator, dtype=torch.float64)
+    question_audio = question_audio + noise * torch.randn(audio.shape, generator=generator, dtype=torch.float64)
     return AVClips(video=video, audio=audio.float(), shape=shape, side=side, direction=direction, hops=hops,
                    question=question, question_audio=question_audio.float(), answer=answer)
 

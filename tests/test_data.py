@@ -1,6 +1,7 @@
 """Tests for gradelib.data: offline, deterministic datasets."""
 
 import collections
+import hashlib
 import itertools
 import re
 import socket
@@ -340,3 +341,51 @@ def test_av_questions_and_answers_agree():
     spoken = energy.float().sum(1) * 64 / data.AV_SAMPLE_RATE  # seconds of speech
     lengths = torch.tensor([len(clips.transcript(i)) for i in range(90)])
     assert spoken[lengths == 3].min() > spoken[lengths == 2].max()
+
+
+# -----------------------------------------------------------------------------
+# Pinned outputs: every notebook's data stays exactly what it was when its figures were recorded
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    """The first 16 hex digits of a SHA-256 of the tensors' dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for tensor in tensors:
+        h.update(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
+        h.update(tensor.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# Drawing uses only correctly rounded arithmetic (+ - * /, sqrt, max, clamp), the same bits on every CPU.
+@pytest.mark.parametrize(("n", "kwargs", "expected"), [
+    (64, dict(split="all", seed=7), "61db0b41ce857f71"),
+    (8, dict(split="heldout", seed=2, image_size=32), "4b9379f4dfde3930"),
+])
+def test_captioned_shapes_are_pinned(n, kwargs, expected):
+    batch = data.captioned_shapes(n, **kwargs)
+    assert digest(batch.images, batch.shape, batch.colour, batch.position) == expected
+
+
+@pytest.mark.parametrize(("n", "kwargs", "expected"), [
+    (12, dict(seed=4), "d37c29d75c05d6be"),
+    (6, dict(seed=3, num_frames=5, image_size=24), "a2eff998ddcd1acf"),
+])
+def test_av_clips_pictures_and_labels_are_pinned(n, kwargs, expected):
+    clips = data.av_clips(n, **kwargs)
+    assert digest(clips.video, clips.shape, clips.side, clips.direction, clips.hops, clips.question,
+                  clips.answer) == expected
+
+
+def test_av_clips_sounds_are_pinned():
+    # The waveforms go through sin and exp, whose last bit may differ between CPUs: a few samples, to 1e-6.
+    clips = data.av_clips(12, seed=4)
+    first_hop = 1536  # clip 0 hops first at frame 3
+    assert int(clips.hops[0].nonzero()[0]) * data.AV_FRAME_SAMPLES == first_hop
+    torch.testing.assert_close(clips.audio[0, first_hop + 40: first_hop + 400: 90],
+                               torch.tensor([0.03451109677553177, 0.17102134227752686, 0.24166646599769592,
+                                             0.15438465774059296]), rtol=1e-6, atol=1e-6)
+    assert clips.transcript(0) == ("how", "many", "hops")
+    torch.testing.assert_close(clips.question_audio[0, 400:2000:400],
+                               torch.tensor([0.2831477224826813, -0.2423645704984665, 0.0026145006995648146,
+                                             0.00943574495613575]), rtol=1e-6, atol=1e-6)
+
