@@ -230,10 +230,29 @@ def build_content(book: Path) -> Path:
 # HTML pages from the content that Jupyter Book wrote
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# One HTML tag per MyST node type that only wraps its children.
+# MyST node types that only wrap their children, as one HTML tag ...
 TAGS = {"paragraph": "p", "emphasis": "em", "strong": "strong", "blockquote": "blockquote", "listItem": "li",
-        "tableRow": "tr", "subscript": "sub", "superscript": "sup", "delete": "del", "underline": "u",
-        "summary": "summary", "caption": "figcaption", "container": "figure", "legend": "figcaption"}
+        "tableRow": "tr", "table": "table", "subscript": "sub", "superscript": "sup", "delete": "del", "underline": "u",
+        "summary": "summary", "caption": "figcaption", "legend": "figcaption", "container": "figure",
+        "details": "details"}  # a hint stays closed, as in the notebook: the reader opens it
+# ... or as a tag with attributes: node -> (tag, attributes).
+CELL_CLASSES = {"notebook-content": "cell markdown", "notebook-code": "cell code"}
+ELEMENTS = {
+    "block": lambda node: ("section", {"class_": CELL_CLASSES.get(node.get("kind"), "block"), "id": node.get("html_id")}),
+    "heading": lambda node: (f"h{min(max(int(node.get('depth', 2)), 1), 6)}", {"id": node.get("html_id")}),
+    "list": lambda node: ("ol", {"start": node.get("start")}) if node.get("ordered") else ("ul", {}),
+    "tableCell": lambda node: ("th" if node.get("header") else "td",
+                               {"style": node.get("align") and f"text-align: {node['align']}"}),
+    "span": lambda node: ("span", {"class_": node.get("class")}),
+    "div": lambda node: ("div", {"class_": node.get("class")}),
+    "abbreviation": lambda node: ("abbr", {"title": node.get("title")}),
+    "crossReference": lambda node: ("a", {"href": "#" + node.get("html_id", node.get("identifier", ""))}),
+    "admonition": lambda node: ("aside", {"class_": f"admonition {node.get('kind', 'note')}"}),
+    "admonitionTitle": lambda node: ("p", {"class_": "admonition-title"}),
+    "outputs": lambda node: ("div", {"class_": "outputs"}),
+}
+# Node types that a page does not show.
+HIDDEN = {"comment", "mystTarget"}
 # The output bundle's richest type that a static page can show, in order of preference.
 MIME_ORDER = ("text/html", "image/svg+xml", "image/png", "image/jpeg", "image/gif", "text/markdown", "text/plain")
 
@@ -256,8 +275,11 @@ class PageWriter:
 
     def __call__(self, node: dict) -> str:
         kind = node.get("type", "")
-        if kind in TAGS:
-            return f"<{TAGS[kind]}>{self.children(node)}</{TAGS[kind]}>"
+        if kind in TAGS or kind in ELEMENTS:
+            tag, attrs = (TAGS[kind], {}) if kind in TAGS else ELEMENTS[kind](node)
+            return f"<{tag}{_attrs(**attrs)}>{self.children(node)}</{tag}>"
+        if kind in HIDDEN:
+            return ""
         write = getattr(self, "node_" + kind, None)
         if write is None:
             self.unknown.add(kind)
@@ -304,15 +326,6 @@ class PageWriter:
             url = self.files.get(slug, "index.html") + (f"#{anchor}" if anchor else "")
         return f"<a{_attrs(href=url)}>{self.children(node)}</a>"
 
-    def node_crossReference(self, node):
-        return f'<a{_attrs(href="#" + node.get("html_id", node.get("identifier", "")))}>{self.children(node)}</a>'
-
-    def node_abbreviation(self, node):
-        return f"<abbr{_attrs(title=node.get('title'))}>{self.children(node)}</abbr>"
-
-    def node_span(self, node):
-        return f"<span{_attrs(class_=node.get('class'))}>{self.children(node)}</span>"
-
     def node_image(self, node):
         # Jupyter Book copied each local picture into its public folder; anything else shows its alt text.
         if not (self.public / Path(node.get("url", "")).name).is_file():
@@ -322,22 +335,6 @@ class PageWriter:
     # blocks
     def node_root(self, node):
         return self.children(node)
-
-    def node_block(self, node):
-        kind = {"notebook-content": "cell markdown", "notebook-code": "cell code"}.get(node.get("kind"), "block")
-        return f"<section{_attrs(class_=kind, id=node.get('html_id'))}>{self.children(node)}</section>"
-
-    def node_div(self, node):
-        return f"<div{_attrs(class_=node.get('class'))}>{self.children(node)}</div>"
-
-    def node_heading(self, node):
-        depth = min(max(int(node.get("depth", 2)), 1), 6)
-        return f"<h{depth}{_attrs(id=node.get('html_id'))}>{self.children(node)}</h{depth}>"
-
-    def node_list(self, node):
-        tag = "ol" if node.get("ordered") else "ul"
-        start = node.get("start") if node.get("ordered") and node.get("start") not in (None, 1) else None
-        return f"<{tag}{_attrs(start=start)}>{self.children(node)}</{tag}>"
 
     def node_thematicBreak(self, node):
         return "<hr>"
@@ -355,33 +352,7 @@ class PageWriter:
             body = html.escape(code, quote=False)
         return f'<pre class="highlight"><code>{body}</code></pre>'
 
-    def node_table(self, node):
-        return f"<table>{self.children(node)}</table>"
-
-    def node_tableCell(self, node):
-        tag = "th" if node.get("header") else "td"
-        return f"<{tag}{_attrs(style=node.get('align') and 'text-align: ' + node['align'])}>{self.children(node)}</{tag}>"
-
-    def node_details(self, node):
-        # Closed, like the notebook's hint: the reader opens it.
-        return f"<details>{self.children(node)}</details>"
-
-    def node_admonition(self, node):
-        return f'<aside class="admonition {html.escape(node.get("kind", "note"))}">{self.children(node)}</aside>'
-
-    def node_admonitionTitle(self, node):
-        return f'<p class="admonition-title">{self.children(node)}</p>'
-
-    def node_comment(self, node):
-        return ""
-
-    def node_mystTarget(self, node):
-        return ""
-
     # notebook outputs
-    def node_outputs(self, node):
-        return f'<div class="outputs">{self.children(node)}</div>'
-
     def node_output(self, node):
         output = node.get("jupyter_data") or {}
         kind = output.get("output_type")
