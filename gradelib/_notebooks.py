@@ -39,23 +39,24 @@ def solution_notebook(root: Path, name_or_path: str) -> Path:
     return path
 
 
+def _set_environment(variables: dict[str, str | None]) -> None:
+    """Set each variable, or unset it where its value is None."""
+    for key, value in variables.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextmanager
 def environment(**variables: str | None):
     """Temporarily set (or, with None, unset) environment variables; kernels inherit them."""
     saved = {key: os.environ.get(key) for key in variables}
     try:
-        for key, value in variables.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(variables)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(saved)
 
 
 def execute_notebook(path: Path, *, profile: str, timeout: int = 900, allow_errors: bool = False,
@@ -82,12 +83,19 @@ def execute_notebook(path: Path, *, profile: str, timeout: int = 900, allow_erro
     return nb, seconds
 
 
-def run_nbgrader(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
-    """Run nbgrader with this Python. nbgrader itself shells out to `alembic`, found on PATH, so the
-    folder of this interpreter's scripts (the venv's bin/) goes first on PATH even when it is not activated."""
+def nbgrader_environment() -> dict[str, str]:
+    """The environment to run nbgrader in with this Python. nbgrader itself shells out to `alembic`, found on
+    PATH, so the folder of this interpreter's scripts (the venv's bin/) goes first on PATH even when it is not
+    activated."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=cwd, env=env, **kwargs)
+    return env
+
+
+def run_nbgrader(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run nbgrader with this Python (in :func:`nbgrader_environment`)."""
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=cwd,
+                          env=nbgrader_environment(), **kwargs)
 
 
 def generate_assignment(root: Path, assignment: str) -> None:
