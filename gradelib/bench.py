@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from gradelib import _notebooks
-from gradelib._runtime import PROFILES, device
+from gradelib._runtime import PROFILES, active_profile, device
+from gradelib._tables import text_table
 from gradelib.metrics import METRICS_FILE_ENV, target_met
 
 
@@ -52,17 +53,15 @@ def run_notebook(path: Path, profile: str, timeout: int) -> dict:
 
 
 def format_table(report: dict) -> str:
-    rows = [("notebook", "seconds", "metric", "value", "target", "met")]
+    """One row per notebook (its seconds, and its status unless ok), then one row per metric it reported."""
+    rows = []
     for name, result in report["notebooks"].items():
         rows.append((name, f"{result['seconds']:.1f}", "", "", "", result["status"] if result["status"] != "ok" else ""))
         for metric, entry in result["metrics"].items():
             met = target_met(entry)
             target = "" if entry["target"] is None else ("≥ " if entry["higher_is_better"] else "≤ ") + f"{entry['target']:.4g}"
             rows.append(("", "", metric, f"{entry['value']:.4g}", target, "" if met is None else ("yes" if met else "NO")))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return text_table(("notebook", "seconds", "metric", "value", "target", "met"), rows)
 
 
 def bench_grading(assignment: str, count: int, workers: int, rounds: int) -> dict:
@@ -100,7 +99,7 @@ def bench_grading(assignment: str, count: int, workers: int, rounds: int) -> dic
                       "submission_seconds_median": round(statistics.median(t["submission"]), 2),
                       "batches": [round(x, 1) for x in t["batch"]]} for mode, t in timings.items()}
     return {"assignment": assignment, "submissions": count, "workers": workers, "rounds": rounds,
-            "jail": "bwrap+cgroups" if grading.sandbox.cgroups_available() else "bwrap", **summary,
+            "jail": grading.sandbox.jail(sandboxed=True), **summary,
             "sandbox_overhead": {
                 "batch": round(summary["sandbox"]["batch_seconds_median"] / summary["none"]["batch_seconds_median"] - 1, 3),
                 "submission": round(summary["sandbox"]["submission_seconds_median"]
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradelib.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", help="assignment names or solution notebook paths (default: all)")
-    parser.add_argument("--profile", default=os.environ.get("GRADELIB_PROFILE") or "default", choices=PROFILES)
+    parser.add_argument("--profile", default=active_profile(), choices=PROFILES)
     parser.add_argument("--out", type=Path, default=None, help="report path (default: reports/bench-<device>.json)")
     parser.add_argument("--timeout", type=int, default=1200, help="per-cell timeout in seconds")
     parser.add_argument("--grading", action="store_true", help="measure the grading sandbox's overhead instead")

@@ -27,6 +27,10 @@ from pathlib import Path
 import nbformat
 
 from gradelib import _notebooks
+from gradelib._runtime import PROFILES
+from gradelib.grading.autograde import Limits
+
+SELF_CHECK_CELL_TIMEOUT = 600  # seconds per cell for `gradelib check`
 
 
 def _chosen_assignments(args: argparse.Namespace, root: Path) -> list[str]:
@@ -99,7 +103,7 @@ def _grade(args: argparse.Namespace) -> int:
     if args.no_sandbox:
         _warn_unsandboxed("grading")
     chosen = grading.shard(sorted(submissions), args.shard)
-    limits = grading.Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.timeout, memory_gb=args.memory_gb)
+    limits = Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.timeout, memory_gb=args.memory_gb)
     suffix = f"-shard-{args.shard.replace('/', '-of-')}" if args.shard else ""
     csv_path = args.csv or root / f"grades-{args.assignment}{suffix}.csv"
     html_path = csv_path.with_name(f"similarity-{args.assignment}{suffix}.html")
@@ -181,15 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     store.add_argument("notebooks", nargs="+")
     store.set_defaults(run=_store_outputs)
 
+    limits = Limits()  # the defaults of `grade`
     grade = commands.add_parser("grade", help="autograde a batch of submissions robustly (thin over nbgrader)")
     grade.add_argument("assignment")
     grade.add_argument("--submissions", type=Path, required=True,
                        help="folder with STUDENT/ASSIGNMENT/ASSIGNMENT.ipynb (nbgrader's layout) or STUDENT.ipynb files")
     grade.add_argument("--workers", type=int, default=1, help="submissions graded at once, each in its own process")
     grade.add_argument("--shard", default=None, help="grade only shard i/N of the students (1-based), e.g. 2/8")
-    grade.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell before it is interrupted")
-    grade.add_argument("--timeout", type=int, default=900, help="seconds per notebook before its processes are killed")
-    grade.add_argument("--memory-gb", type=float, default=4.0, help="memory cap of one grading process tree")
+    grade.add_argument("--cell-timeout", type=int, default=limits.cell_timeout,
+                       help="seconds per cell before it is interrupted (default: %(default)s)")
+    grade.add_argument("--timeout", type=int, default=limits.notebook_timeout,
+                       help="seconds per notebook before its processes are killed (default: %(default)s)")
+    grade.add_argument("--memory-gb", type=float, default=limits.memory_gb,
+                       help="memory cap of one grading process tree (default: %(default)s)")
     grade.add_argument("--csv", type=Path, default=None, help="where to write the scores (default grades-ASSIGNMENT.csv)")
     grade.add_argument("--no-sandbox", action="store_true",
                        help="grade without the bubblewrap sandbox (student code runs with your rights; the CSV says so)")
@@ -197,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
     check = commands.add_parser("check", help="self-check a notebook: the score its visible tests give")
     check.add_argument("notebook", type=Path)
-    check.add_argument("--cell-timeout", type=int, default=600)
+    check.add_argument("--cell-timeout", type=int, default=SELF_CHECK_CELL_TIMEOUT,
+                       help="seconds per cell (longer than grading's: a student's machine may be slow)")
     check.add_argument("--no-sandbox", action="store_true", help="run the notebook without the bubblewrap sandbox")
     check.set_defaults(run=_check)
 
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     site = commands.add_parser("site", help="build the static course web site (Jupyter Book) from the notebooks")
     site.add_argument("assignments", nargs="*", help="default: every notebook, in course order")
-    site.add_argument("--profile", default="default", choices=("quick", "default", "full"),
+    site.add_argument("--profile", default="default", choices=PROFILES,
                       help="profile the solutions run in to produce the pages' outputs")
     site.add_argument("--out", type=Path, default=Path("_site"))
     site.set_defaults(run=_site)

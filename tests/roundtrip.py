@@ -94,9 +94,9 @@ def grade(course: Path, assignment: str, submissions: dict[str, nbformat.Noteboo
     with open(course / "grades.csv") as f:
         rows = [row for row in csv.DictReader(f) if row["assignment"] == assignment and row["student_id"] in submissions]
 
-    from nbgrader.api import Gradebook
+    from gradelib import grading
 
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    with grading.gradebook(course) as gradebook:
         cells = {s: {g.name: g.score for g in gradebook.find_submission_notebook(assignment, assignment, s).grades}
                  for s in submissions}
         cell_max = {c.name: c.max_score for c in gradebook.find_notebook(assignment, assignment).grade_cells}

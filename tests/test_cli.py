@@ -1,10 +1,11 @@
+import json
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
 
-from gradelib import grading
+from gradelib import cli, grading
 
 
 def gradelib_cli(*args: str) -> subprocess.CompletedProcess:
@@ -39,19 +40,63 @@ def test_find_submissions_reads_both_layouts(tmp_path):
     assert sorted(grading.find_submissions(tmp_path, "01_attention")) == ["ada", "grace"]
 
 
-def test_supervise_kills_a_hung_process_tree(tmp_path):
-    limits = grading.Limits(notebook_timeout=2, memory_gb=4)
-    with open(tmp_path / "log", "w") as log:
-        status, note, _ = grading.supervise(
-            [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"],
-            tmp_path, None, log, limits)
-    assert status == "timeout" and "killed after 2 s" in note
+HUNG_TREE = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+             "time.sleep(120)")
+MEMORY_HOG = "import time\nhoard = []\nwhile True:\n    hoard.append(b'x' * 2**24); time.sleep(0.01)"
 
 
-def test_supervise_caps_memory(tmp_path):
-    limits = grading.Limits(notebook_timeout=60, memory_gb=0.3)
+@pytest.mark.parametrize(("code", "limits", "status", "note"), [
+    (HUNG_TREE, grading.Limits(notebook_timeout=2, memory_gb=4), "timeout", "killed after 2 s"),
+    (MEMORY_HOG, grading.Limits(notebook_timeout=60, memory_gb=0.3), "out-of-memory", "killed: memory above 0.3 GB"),
+], ids=["hung-tree", "memory-hog"])
+def test_supervise_kills_the_process_tree_at_its_limits(tmp_path, code, limits, status, note):
     with open(tmp_path / "log", "w") as log:
-        status, note, _ = grading.supervise(
-            [sys.executable, "-c", "import time\nhoard = []\nwhile True:\n    hoard.append(b'x' * 2**24); time.sleep(0.01)"],
-            tmp_path, None, log, limits)
-    assert status == "kernel-died" and "memory" in note
+        got, message, _ = grading.supervise([sys.executable, "-c", code], tmp_path, None, log, limits)
+    assert (got, message) == (status, note)
+    assert got is grading.Status(status)
+
+
+LIMITS = grading.Limits(cell_timeout=5, memory_gb=2)
+
+
+@pytest.mark.parametrize(("returncode", "log", "status", "note"), [
+    (0, "[AutogradeApp | INFO] Writing 1234 bytes", "ok", ""),
+    (1, f"DeadKernelError: Kernel died\n[ERROR] {grading.kernel.OUT_OF_MEMORY_MARK}", "out-of-memory",
+     "the kernel was killed: memory above 2 GB"),
+    (1, "nbclient.exceptions.DeadKernelError: Kernel died", "kernel-died", "the kernel died while running the notebook"),
+    (1, "CellTimeoutError: A cell timed out\nThere was an error processing assignment", "timeout",
+     "a cell ignored the interrupt after 5 s"),
+    (1, "SchemaTooNewError\nThere was an error processing assignment", "error", "nbgrader could not grade it (see s.log)"),
+    (0, "[ERROR] There was an error processing assignment: 01_attention", "error", "nbgrader could not grade it (see s.log)"),
+], ids=["ok", "out-of-memory", "kernel-died", "timeout", "error", "error-exit-0"])
+def test_how_nbgrader_ended_gives_the_status(returncode, log, status, note):
+    assert grading.autograde.outcome(returncode, log, LIMITS, "s.log") == (status, note)
+
+
+def test_statuses_are_their_strings_in_the_csv_and_the_summary(tmp_path):
+    results = [grading.Result("ada", grading.Status.OUT_OF_MEMORY, max_score=29.0), grading.Result("bob", max_score=29.0)]
+    grading.write_csv(results, tmp_path / "grades.csv")
+    assert [row.split(",")[1] for row in (tmp_path / "grades.csv").read_text().splitlines()] == \
+        ["status", "out-of-memory", "ok"]
+    assert grading.summary_table(results).splitlines()[-1] == "1 ok, 1 out-of-memory"
+    assert json.dumps({"status": grading.Status.ERROR}) == '{"status": "error"}'
+    assert f"{grading.Status.KERNEL_DIED}" == str(grading.Status.KERNEL_DIED) == "kernel-died"
+
+
+def test_grade_takes_its_defaults_from_limits(monkeypatch):
+    seen = {}
+
+    def grade(args):
+        seen.update(vars(args))
+        return 0
+
+    monkeypatch.setattr(cli, "_grade", grade)
+    cli.main(["grade", "01_attention", "--submissions", "."])
+    defaults = grading.Limits()
+    assert (seen["cell_timeout"], seen["timeout"], seen["memory_gb"]) == \
+        (defaults.cell_timeout, defaults.notebook_timeout, defaults.memory_gb)
+
+
+def test_the_docs_table_lists_every_status():
+    table = (ROOT / "docs" / "grading.md").read_text().split("### Statuses")[1].split("\n\n")[1]
+    assert [line.split("`")[1] for line in table.splitlines()[2:]] == [status.value for status in grading.Status]

@@ -12,6 +12,7 @@ import nbformat
 import pytest
 from conftest import ROOT, assignment_names
 from nbformat.v4 import new_code_cell, new_output
+from nbgrader.utils import is_grade
 
 from gradelib.checks.answers import ANSWER_MIME, recorded_form
 from gradelib.grading import hidden
@@ -19,7 +20,7 @@ from gradelib.grading import hidden
 
 def grade_cells(name: str):
     nb = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
-    return [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+    return [c for c in nb.cells if c.cell_type == "code" and is_grade(c)]
 
 
 def concept_cell(label="Q3", expected='"B"', kind="choice", points=1):

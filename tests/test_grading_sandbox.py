@@ -29,8 +29,10 @@ def run_inside(code: str, tmp_path: Path, limits: sandbox.SandboxLimits = sandbo
     command = sandbox.sandboxed_command([sys.executable, "-c", code], bwrap=bwrap, ipc_dir=tmp_path / "ipc",
                                         gradelib_dir=lib, staged_dir=None, limits=limits, cgroups=groups)
     try:
-        return subprocess.run(command, env=sandbox.kernel_environment(environ or dict(os.environ), lib),
-                              capture_output=True, text=True, timeout=120)
+        result = subprocess.run(command, env=sandbox.kernel_environment(environ or dict(os.environ), lib),
+                                capture_output=True, text=True, timeout=120)
+        result.oom_kills = groups.oom_kills() if groups else None  # read before the cgroups go
+        return result
     finally:
         if groups:
             groups.remove()
@@ -124,6 +126,38 @@ def test_a_fork_bomb_stops_at_the_process_cap(tmp_path):
     out = probe(tmp_path, fork_bomb(2000, 60) + "out = outcome\n", limits=limits, cgroups=True)
     assert out.startswith("fork refused after") and "BlockingIOError" in out
     assert int(out.split()[3]) < 48
+
+
+@pytest.mark.skipif(not sandbox.cgroups_available(), reason="only control groups cap the sandbox's memory "
+                                                               "(without them the supervisor does: tests/test_cli.py)")
+def test_the_memory_limit_kills_the_sandbox_and_the_kill_is_counted(tmp_path):
+    """The kernel manager reads this count to log the kill, which makes the status out-of-memory."""
+    hog = "hoard = []\nwhile True:\n    hoard.append(bytearray(2**24))"
+    result = run_inside(hog, tmp_path, limits=sandbox.SandboxLimits(memory_gb=0.25), cgroups=True)
+    assert result.returncode != 0 and result.oom_kills >= 1
+    assert run_inside("print('fine')", tmp_path, limits=sandbox.SandboxLimits(memory_gb=0.25), cgroups=True).oom_kills == 0
+
+
+@pytest.mark.skipif(not sandbox.cgroups_available(), reason="only control groups cap the sandbox's memory")
+def test_the_kernel_manager_logs_a_kernel_killed_at_the_memory_limit(tmp_path, monkeypatch, caplog):
+    """What `gradelib grade` reads from nbgrader's log to call the status out-of-memory, not kernel-died."""
+    import logging
+
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from gradelib.grading.kernel import MEMORY_VARIABLE, OUT_OF_MEMORY_MARK, GradingKernelManager
+
+    monkeypatch.setenv("GRADELIB_SANDBOX", "bwrap")
+    monkeypatch.setenv(MEMORY_VARIABLE, "0.3")
+    nb = new_notebook(cells=[new_code_cell("hoard = []\nwhile True:\n    hoard.append(bytearray(2**24))")])
+    client = NotebookClient(nb, kernel_manager_class=GradingKernelManager, timeout=60,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    # The kernel manager logs where nbgrader does (its application's log); outside an application, to "traitlets".
+    with caplog.at_level(logging.ERROR, logger="traitlets"), pytest.raises(DeadKernelError):
+        client.execute()
+    assert OUT_OF_MEMORY_MARK in caplog.text
 
 
 def test_grading_refuses_without_bwrap_and_says_how_to_install_it(monkeypatch, tmp_path):

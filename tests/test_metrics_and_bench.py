@@ -61,6 +61,19 @@ def test_bench_table_lists_every_metric():
     assert "01_attention" in table and "sort_exact_match" in table and "≥ 0.99" in table and "yes" in table
 
 
+def test_bench_and_grade_print_one_kind_of_table():
+    """Both go through gradelib._tables.text_table: padded columns and a rule under the header, as wide as the table."""
+    from gradelib import grading
+
+    report = {"notebooks": {"01_attention": {"seconds": 80.0, "status": "ok", "metrics": {
+        "a_long_metric_name": {"value": 1.0, "target": None, "higher_is_better": True}}}}}
+    results = [grading.Result("ada", grading.Status.OUT_OF_MEMORY, max_score=29.0, notes=["killed: memory above 4 GB"])]
+    for table in (bench.format_table(report), grading.summary_table(results)):
+        header, rule, *rows = table.splitlines()
+        assert set(rule) == {"-"} and len(rule) == max(len(line) for line in (header, *rows))
+    assert grading.summary_table(results).splitlines()[2].split()[:2] == ["ada", "out-of-memory"]
+
+
 def test_committed_cpu_report_has_the_required_shape():
     from conftest import ROOT, assignment_names
 

@@ -21,6 +21,8 @@ from gradelib.grading import sandbox
 GRADER_ENV_HIDDEN = ("NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
 SANDBOX_VARIABLE = "GRADELIB_SANDBOX"
 MEMORY_VARIABLE = "GRADELIB_SANDBOX_MEMORY_GB"  # the batch passes its memory cap to the kernel's cgroup
+# Logged when the kernel's cgroup killed it at that cap; the batch reads it from nbgrader's log (out-of-memory).
+OUT_OF_MEMORY_MARK = "gradelib: the sandbox killed the kernel at its memory limit"
 STAGE_LIMIT_BYTES = 200 * 2**20  # files next to the notebook copied into the sandbox, at most
 STAGE_LIMIT_FILES = 1000
 
@@ -111,6 +113,8 @@ class GradingKernelManager(AsyncKernelManager):
             shutil.rmtree(self._sandbox_root, ignore_errors=True)
             self._sandbox_root = None
         if not restart and self._cgroups is not None:
+            if self._cgroups.oom_kills():
+                self.log.error(OUT_OF_MEMORY_MARK)
             self._cgroups.remove()
             self._cgroups = None
 

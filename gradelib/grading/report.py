@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from gradelib.grading.batch import STATUSES, Result
+from gradelib._tables import text_table
+from gradelib.grading.result import Result, Status
 
 
 def write_csv(results: list[Result], path: Path) -> None:
@@ -15,17 +16,15 @@ def write_csv(results: list[Result], path: Path) -> None:
         writer.writerow(["student", "status", "score", "max_score", "seconds", *cell_names, "sandbox",
                          "similarity", "similar_to", "notes"])
         for r in results:
-            writer.writerow([r.student, r.status, f"{r.score:g}", f"{r.max_score:g}", f"{r.seconds:g}",
+            writer.writerow([r.student, Status(r.status).value, f"{r.score:g}", f"{r.max_score:g}", f"{r.seconds:g}",
                              *(f"{r.cells[c]:g}" if c in r.cells else "" for c in cell_names), r.sandbox,
                              "" if r.similarity is None else f"{r.similarity:.2f}", r.similar_to, "; ".join(r.notes)])
 
 
 def summary_table(results: list[Result]) -> str:
-    rows = [("student", "status", "score", "seconds", "notes")]
-    rows += [(r.student, r.status, f"{r.score:g} / {r.max_score:g}", f"{r.seconds:g}", "; ".join(r.notes)[:70]) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "-" * max(len(line) for line in lines))
-    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
-    lines.append(", ".join(f"{n} {status}" for status, n in counts.items() if n))
-    return "\n".join(lines)
+    """One row per student, then how many ended in each status ("27 ok, 1 out-of-memory")."""
+    table = text_table(("student", "status", "score", "seconds", "notes"),
+                       [(r.student, Status(r.status).value, f"{r.score:g} / {r.max_score:g}", f"{r.seconds:g}",
+                         "; ".join(r.notes)[:70]) for r in results])
+    counts = {status: sum(r.status == status for r in results) for status in Status}
+    return table + "\n" + ", ".join(f"{n} {status.value}" for status, n in counts.items() if n)

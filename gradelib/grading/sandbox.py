@@ -17,7 +17,7 @@ loopback interface). File size and CPU time are capped with rlimits. Where the g
 control groups (as root, or in a delegated cgroup), each kernel gets its own: ``pids.max`` stops a fork
 bomb, a CPU quota keeps it to its worker's share of the cores, and a memory limit caps it. Without them,
 RLIMIT_NPROC caps processes for a grader that is not root (the kernel ignores it for root). The grader's
-supervisor also caps resident memory and wall-clock time from outside (``gradelib.grading.batch.supervise``).
+supervisor also caps resident memory and wall-clock time from outside (``gradelib.grading.autograde.supervise``).
 
 bubblewrap is the maintained tool for this (Flatpak's sandbox); we only assemble its command line.
 """
@@ -72,6 +72,19 @@ class ControlGroups:
 
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.directories]
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel's out-of-memory killer has killed in these cgroups (at the memory limit):
+        ``oom_kill`` in ``memory.events`` (cgroup v2) or ``memory.oom_control`` (v1)."""
+        kills = 0
+        for directory in self.directories:
+            for name in ("memory.events", "memory.oom_control"):
+                try:
+                    lines = (directory / name).read_text().splitlines()
+                except OSError:
+                    continue
+                kills += sum(int(line.split()[1]) for line in lines if line.startswith("oom_kill "))
+        return kills
 
     def remove(self) -> None:
         for directory in self.directories:
@@ -146,6 +159,14 @@ def control_groups(name: str, limits: SandboxLimits) -> ControlGroups | None:
     except OSError:
         ControlGroups(made).remove()
         return None
+
+
+def jail(sandboxed: bool) -> str:
+    """What a grading kernel runs in, as the CSV's ``sandbox`` column says it: ``bwrap+cgroups``, ``bwrap``
+    (rlimits only: no control groups may be made here) or ``none`` (``--no-sandbox``)."""
+    if not sandboxed:
+        return "none"
+    return "bwrap+cgroups" if cgroups_available() else "bwrap"
 
 
 @functools.lru_cache(maxsize=None)

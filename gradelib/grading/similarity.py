@@ -25,6 +25,7 @@ Public API::
     similarity_report(submissions, released)  -> SimilarityReport
     max_similarity(report)                    -> {student: (highest similarity or None, "grade_id ~ other")}
     write_html(report, path)                  -> path of a self-contained HTML page of the flagged matches
+    flag_results(results, submissions, released, page)  the batch's step: both of the above, into Results and a page
 """
 
 from __future__ import annotations
@@ -313,6 +314,18 @@ def max_similarity(report: SimilarityReport) -> dict[str, tuple[float | None, st
 
 # --------------------------------------------------------------------------------------------------------------
 # The HTML page
+
+
+def flag_results(results: Mapping[str, object], submissions: Mapping[str, object], released, page: Path | None,
+                 title: str = "Similarity report") -> None:
+    """The last step of a batch: each student's highest similarity into their ``Result`` (``similarity``,
+    ``similar_to``), and the HTML page of flagged pairs to ``page`` (when given)."""
+    report = similarity_report(submissions, released)
+    for student, (value, what) in max_similarity(report).items():
+        if student in results:
+            results[student].similarity, results[student].similar_to = value, what
+    if page is not None:
+        write_html(report, page, title=title)
 
 
 _CSS = """
