@@ -15,13 +15,22 @@ def own_copy(function):
     return copy
 
 
-def assert_rejected(check, candidate, capsys, diagnosis: str, **kwargs):
-    """The check fails and its table names ``diagnosis``."""
+def assert_accepted(check, candidate, capsys, points, *, seeds=(), **kwargs):
+    """The check gives ``candidate`` full marks and its table shows no failed case: at its default seed, or
+    at each of ``seeds``."""
+    for seeded in [{"seed": seed} for seed in seeds] or [{}]:
+        assert check(candidate, points=points, **seeded, **kwargs) == points
+        assert "✗" not in capsys.readouterr().out
+
+
+def assert_rejected(check, candidate, capsys, *diagnoses: str, **kwargs):
+    """The check fails and its table names each of ``diagnoses``."""
     with pytest.raises(CheckFailed):
         check(candidate, **kwargs)
     printed = capsys.readouterr().out
     assert "✗" in printed
-    assert diagnosis in printed, printed
+    for diagnosis in diagnoses:
+        assert diagnosis in printed, printed
 
 
 def score_of(check, candidate, points=3.0, **kwargs) -> float:

@@ -675,11 +675,7 @@ def test_derive_scaling_accepts_equivalent_forms(answers, capsys):
      ["var_qk  <- correct at σ_q = σ_k = 1 but not in general"]),
 ], ids=["unit-variance", "factor-2-undivided", "one-term", "stds"])
 def test_derive_scaling_rejects_wrong_forms(answers, diagnoses, capsys):
-    with pytest.raises(CheckFailed):
-        checks.derive_scaling(answers, points=2)
-    printed = capsys.readouterr().out
-    for diagnosis in diagnoses:
-        assert diagnosis in printed, printed
+    assert_rejected(checks.derive_scaling, answers, capsys, *diagnoses, points=2)
 
 
 RIGHT_SCORE = (q1 * k1 + q2 * k2) * sp.cos((n - m) * theta) + (q2 * k1 - q1 * k2) * sp.sin((n - m) * theta)
@@ -705,8 +701,4 @@ def test_derive_rope_accepts_equivalent_forms(answers):
      ["angle  <- misses a dependence on m", "score  <- misses a dependence on m, n, theta"]),
 ], ids=["transposed-rotation", "sum-of-angles", "absolute"])
 def test_derive_rope_rejects_wrong_forms(answers, diagnoses, capsys):
-    with pytest.raises(CheckFailed):
-        checks.derive_rope_relative(answers, points=2)
-    printed = capsys.readouterr().out
-    for diagnosis in diagnoses:
-        assert diagnosis in printed, printed
+    assert_rejected(checks.derive_rope_relative, answers, capsys, *diagnoses, points=2)

@@ -8,12 +8,7 @@ import torch.nn.functional as F
 
 from gradelib.checks import CheckFailed, clip as checks
 from gradelib.reference import clip as ref
-from checking import assert_rejected, own_copy
-
-
-def assert_accepted(check, candidate, capsys, points, **kwargs):
-    assert check(candidate, points=points, **kwargs) == points
-    assert "✗" not in capsys.readouterr().out
+from checking import assert_accepted, assert_rejected, own_copy
 
 
 # --- patchify --------------------------------------------------------------------------------
@@ -140,8 +135,7 @@ def test_a_symmetric_logits_matrix_cannot_tell_one_sided_from_symmetric():
 
 
 def test_zero_shot_weights_accepts_reference(capsys):
-    assert_accepted(checks.check_zero_shot_weights, own_copy(ref.zero_shot_weights), capsys, 2)
-    assert_accepted(checks.check_zero_shot_weights, own_copy(ref.zero_shot_weights), capsys, 2, seed=11)
+    assert_accepted(checks.check_zero_shot_weights, own_copy(ref.zero_shot_weights), capsys, 2, seeds=(0, 11))
 
 
 @pytest.mark.parametrize(("wrong", "diagnosis"), [
@@ -199,8 +193,7 @@ def test_recall_rejects(wrong, diagnosis, capsys):
 
 
 def test_caption_targets_accepts_reference(capsys):
-    assert_accepted(checks.check_caption_targets, own_copy(ref.caption_targets), capsys, 2)
-    assert_accepted(checks.check_caption_targets, own_copy(ref.caption_targets), capsys, 2, seed=2)
+    assert_accepted(checks.check_caption_targets, own_copy(ref.caption_targets), capsys, 2, seeds=(0, 2))
 
 
 def _targets(tokens, P, pad_id, *, prefix_value=-100, shift=True, mask_pad=True, bos_from_prefix=False):

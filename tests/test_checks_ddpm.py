@@ -5,15 +5,10 @@ import sympy
 import torch
 import torch.nn.functional as F
 
-from checking import assert_rejected, own_copy, score_of
+from checking import assert_accepted, assert_rejected, own_copy, score_of
 from gradelib.checks import CheckFailed
 from gradelib.checks import ddpm as checks
 from gradelib.reference import ddpm as ref
-
-
-def assert_accepted(check, candidate, capsys, points, **kwargs):
-    assert check(candidate, points=points, **kwargs) == points
-    assert "✗" not in capsys.readouterr().out
 
 
 def col(values, t, x):
@@ -107,8 +102,7 @@ def posterior(x0, x_t, t, betas, *, prev="right", variance="right"):
 
 
 def test_posterior_accepts_a_correct_answer(capsys):
-    assert_accepted(checks.check_posterior_mean_variance, posterior, capsys, 3)
-    assert_accepted(checks.check_posterior_mean_variance, posterior, capsys, 3, seed=77)
+    assert_accepted(checks.check_posterior_mean_variance, posterior, capsys, 3, seeds=(0, 77))
 
     def full_shape_variance(x0, x_t, t, betas):
         mean, var = posterior(x0, x_t, t, betas)
@@ -141,8 +135,7 @@ def test_posterior_rejects(wrong, diagnosis, capsys):
 
 
 def test_predict_x0_accepts(capsys):
-    assert_accepted(checks.check_predict_x0, own_copy(ref.predict_x0), capsys, 1)
-    assert_accepted(checks.check_predict_x0, own_copy(ref.predict_x0), capsys, 1, seed=5)
+    assert_accepted(checks.check_predict_x0, own_copy(ref.predict_x0), capsys, 1, seeds=(0, 5))
 
 
 @pytest.mark.parametrize(("wrong", "diagnosis"), [
@@ -159,8 +152,7 @@ def test_predict_x0_rejects(wrong, diagnosis, capsys):
 
 
 def test_ddim_step_accepts(capsys):
-    assert_accepted(checks.check_ddim_step, own_copy(ref.ddim_step), capsys, 2)
-    assert_accepted(checks.check_ddim_step, own_copy(ref.ddim_step), capsys, 2, seed=3)
+    assert_accepted(checks.check_ddim_step, own_copy(ref.ddim_step), capsys, 2, seeds=(0, 3))
 
 
 def ddim_wrapping(x_t, eps, t, t_prev, alpha_bars):
@@ -196,8 +188,7 @@ def test_ddim_step_rejects(wrong, diagnosis, capsys):
 
 
 def test_simple_loss_accepts(capsys):
-    assert_accepted(checks.check_simple_loss, own_copy(ref.simple_loss), capsys, 2)
-    assert_accepted(checks.check_simple_loss, own_copy(ref.simple_loss), capsys, 2, seed=11)
+    assert_accepted(checks.check_simple_loss, own_copy(ref.simple_loss), capsys, 2, seeds=(0, 11))
 
     def noise_first(eps_model, x0, alpha_bars, generator=None):
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
