@@ -1,7 +1,10 @@
-"""A real browser: JupyterLab on localhost, notebook 01 opened in headless Chromium and run top to bottom.
+"""A real browser: JupyterLab on localhost, notebook 01 opened in headless Chromium and run top to bottom;
+then 01's page of the course site (`make site`) opened from file:// with the network off.
 
 Checks what only a browser can: the attention explorer's widgets render and redraw when a control
 changes, plots appear, and no cell shows an error. Screenshots go to reports/browser-*.png.
+On the site's page: the equations are typeset (KaTeX's stylesheet and fonts load from the site
+itself), no raw TeX shows, the hints are closed and typeset too, and the page asks nothing of the network.
 
 Needs Debian's chromium (`.ci/run` installs it) and Playwright (the dev extra). Outside CI the test
 skips when chromium is missing; in CI (CI=true) a missing browser is a failure.
@@ -9,6 +12,7 @@ skips when chromium is missing; in CI (CI=true) a missing browser is a failure.
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -135,3 +139,91 @@ def test_attention_explorer_renders_and_redraws_on_change(page):
                            arg=[explorer.element_handle(), before], timeout=60_000)
     explorer.screenshot(path=str(SCREENSHOTS / "browser-01-explorer-after.png"))
     assert heatmap.get_attribute("src") != before
+
+
+# The course site, read offline --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site_page(tmp_path_factory):
+    """01's page of the course site opened from file:// in Chromium with the network off.
+
+    Yields (page, outside): ``outside`` lists every request that was not for a file; each was refused.
+    The build shares its executed notebooks with tests/test_site.py through the session's temp folder.
+    """
+    from gradelib.site import build_site
+
+    html = build_site(tmp_path_factory.getbasetemp() / "course-site", profile="quick", root=ROOT, names=[NOTEBOOK])
+    outside = []
+
+    def refuse(route):
+        outside.append(route.request.url)
+        route.abort("internetdisconnected")
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
+        context.route(re.compile(r"^(?!file:)"), refuse)
+        page = context.new_page()
+        page.on("request", lambda request: None if request.url.startswith("file:") else outside.append(request.url))
+        page.goto((html / f"{NOTEBOOK}.html").as_uri(), wait_until="load")
+        page.evaluate("document.fonts.ready.then(() => true)")
+        page.screenshot(path=str(html.parent / "offline-page.png"))
+        yield page, outside
+        browser.close()
+
+
+def markdown_text(page) -> str:
+    """The text a reader sees in the page's markdown cells, hints included, without KaTeX's hidden MathML copy."""
+    return page.evaluate("""() => [...document.querySelectorAll('section.cell.markdown')].map(cell => {
+        const copy = cell.cloneNode(true);
+        copy.querySelectorAll('.katex-mathml').forEach(mathml => mathml.remove());
+        return copy.textContent;
+    }).join('\\n')""")
+
+
+def test_site_page_offline_shows_typeset_equations_and_no_raw_tex(site_page):
+    page, outside = site_page
+    assert outside == [], f"the page asked the network for {outside[:3]}"
+    assert page.locator(".katex").count() >= 20 and page.locator(".katex-display").count() >= 3
+    # KaTeX's stylesheet applied: its MathML copy is clipped away and its HTML laid out, fraction bars drawn.
+    layout = page.evaluate("""() => {
+        const mathml = document.querySelector('.katex .katex-mathml'), shown = document.querySelector('.katex .katex-html');
+        const bar = document.querySelector('.katex .frac-line');
+        return {mathml: mathml.getBoundingClientRect().width, shown: shown.getBoundingClientRect().width,
+                position: getComputedStyle(mathml).position, bar: bar && bar.getBoundingClientRect().width};
+    }""")
+    assert layout["position"] == "absolute" and layout["mathml"] <= 1 and layout["shown"] > 5 and layout["bar"] > 5, layout
+    fonts = page.evaluate("() => [...document.fonts].filter(f => f.family.includes('KaTeX')).map(f => f.status)")
+    assert "loaded" in fonts and "error" not in fonts, f"KaTeX fonts: {fonts}"
+    text = markdown_text(page)
+    raw = re.findall(r".{0,30}(?:\$\$|\\frac|\\sqrt|\\begin|\\mathrm|(?<![\\$])\$[^$\s][^$]*\$).{0,30}", text)
+    assert not raw, f"raw TeX on the page: {raw[:3]}"
+
+
+def test_site_page_offline_hints_stay_closed_and_open_typeset(site_page):
+    import nbformat
+
+    page, _ = site_page
+    student = nbformat.read(ROOT / "course" / NOTEBOOK / f"{NOTEBOOK}.ipynb", as_version=4)
+    hints = sum(cell.source.count("<details>") for cell in student.cells if cell.cell_type == "markdown")
+    details = page.locator("details")
+    assert details.count() == hints >= 1
+    assert page.evaluate("() => [...document.querySelectorAll('details')].every(d => !d.open)")
+    hint = page.locator("details", has=page.locator(".katex")).first
+    equation = hint.locator(".katex-html").first
+    assert not equation.is_visible()
+    hint.locator("summary").click()
+    assert equation.is_visible() and equation.bounding_box()["width"] > 5
+
+
+def test_site_page_offline_shows_explorer_snapshots_and_progress_text(site_page):
+    from gradelib.site import STATIC_NOTE
+
+    page, _ = site_page
+    note = page.get_by_text(STATIC_NOTE.strip("*")).first
+    assert note.is_visible()
+    images = page.evaluate("() => [...document.querySelectorAll('img')].map(img => [img.complete, img.naturalWidth])")
+    assert len(images) >= 2 and all(complete and width > 0 for complete, width in images), images
+    assert page.get_by_text(re.compile(r"training the sorter: 100%")).count() == 1
+    assert "application/vnd.jupyter.widget-view+json" not in page.content()
