@@ -28,31 +28,26 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-# Bound when gradelib is imported (the first cell of every notebook), before any student code runs,
-# so that rebinding torch.allclose, torch.equal or friends in the notebook cannot change what a check
-# concludes. Topic checks take these from here rather than from torch, whenever they are imported.
-_Tensor = torch.Tensor
-_Generator = torch.Generator
-_isfinite = torch.isfinite
-_abs = torch.abs
-equal = torch.equal
-isnan = torch.isnan
-nan_to_num = torch.nan_to_num
-softmax = torch.softmax
-log_softmax = torch.log_softmax
-logsumexp = torch.logsumexp
-sigmoid = torch.sigmoid
-xlogy = torch.xlogy
-randn = torch.randn
-rand = torch.rand
-randint = torch.randint
-manual_seed = torch.manual_seed
-fork_rng = torch.random.fork_rng
-grad = torch.autograd.grad
-kl_divergence = torch.distributions.kl_divergence
-Normal = torch.distributions.Normal
-Bernoulli = torch.distributions.Bernoulli
-MultivariateNormal = torch.distributions.MultivariateNormal
+
+def bound_now(owner: object, names: str) -> tuple:
+    """``owner``'s attributes ``names`` (separated by spaces; dotted paths reach into submodules), looked up now.
+
+    Checks bind every library function they rely on when gradelib is imported (the first cell of every
+    notebook), before any student code runs, so that rebinding torch.allclose, sympy.simplify or friends in
+    the notebook cannot change what a check concludes::
+
+        equal, isnan = bound_now(torch, "equal isnan")
+    """
+    return tuple(functools.reduce(getattr, name.split("."), owner) for name in names.split())
+
+
+# Topic checks take these from here rather than from torch, whenever they are imported.
+_Tensor, _Generator, _isfinite, _abs = bound_now(torch, "Tensor Generator isfinite abs")
+equal, isnan, nan_to_num = bound_now(torch, "equal isnan nan_to_num")
+softmax, log_softmax, logsumexp, sigmoid, xlogy = bound_now(torch, "softmax log_softmax logsumexp sigmoid xlogy")
+randn, rand, randint, manual_seed, fork_rng = bound_now(torch, "randn rand randint manual_seed random.fork_rng")
+grad, kl_divergence = bound_now(torch, "autograd.grad distributions.kl_divergence")
+Normal, Bernoulli, MultivariateNormal = bound_now(torch.distributions, "Normal Bernoulli MultivariateNormal")
 
 Case = tuple[str, Callable[[], "str | None"]]
 

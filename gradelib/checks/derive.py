@@ -43,31 +43,18 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 import sympy
-from sympy.core.function import AppliedUndef
-from sympy.logic.boolalg import Boolean
-from sympy.parsing.sympy_parser import parse_expr
+from sympy.core.function import AppliedUndef as _AppliedUndef
+from sympy.logic.boolalg import Boolean as _Boolean
+from sympy.parsing.sympy_parser import parse_expr as _parse_expr
 
-from gradelib.checks._core import make_read_only, run_check
+from gradelib.checks._core import bound_now, make_read_only, run_check
 
-# Bound when gradelib is imported (gradelib.checks imports this module), before any student code runs, so
-# that rebinding sympy.simplify, sympy.Eq or friends in the notebook cannot change what a check concludes.
-_Expr = sympy.Expr
-_Symbol = sympy.Symbol
-_Float = sympy.Float
-_Integer = sympy.Integer
-_simplify = sympy.simplify
-_evalf = sympy.Expr.evalf
-_xreplace = sympy.Basic.xreplace
-_NOT_FINITE = (sympy.S.NaN, sympy.S.ComplexInfinity, sympy.S.Infinity, sympy.S.NegativeInfinity)
-_parse_expr = parse_expr
-_sympify = sympy.sympify
-_Relational = sympy.core.relational.Relational
-_Boolean = Boolean
-_AppliedUndef = AppliedUndef
+# Bound when gradelib is imported (gradelib.checks imports this module): see bound_now.
+_Expr, _Symbol, _Float, _Integer, _Relational = bound_now(sympy, "Expr Symbol Float Integer core.relational.Relational")
+_simplify, _sympify, _evalf, _xreplace = bound_now(sympy, "simplify sympify Expr.evalf Basic.xreplace")
+_NOT_FINITE = bound_now(sympy.S, "NaN ComplexInfinity Infinity NegativeInfinity")
 _SYMPY_NAMES: Mapping[str, object] = MappingProxyType({name: getattr(sympy, name) for name in sympy.__all__})
-_Random = random.Random
-_monotonic = time.monotonic
-_fork = getattr(os, "fork", None)
+_Random, _monotonic, _fork = random.Random, time.monotonic, getattr(os, "fork", None)
 
 EVALUATE_SECONDS = 3.0  # to evaluate one answer at every point
 SIMPLIFY_SECONDS = 2.0  # for simplify(answer - expected), consulted only when the values disagree
