@@ -6,8 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gradelib.checks.gan import _one_thread
 from gradelib.data import RING8_CENTERS, RING8_STD, toy2d
 from gradelib.reference import gan as ref
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The networks here are tiny: on a shared 2-core machine one thread is much faster than two."""
+    with _one_thread():
+        yield
 
 
 def logits(n, seed=0, scale=3.0):
@@ -84,8 +92,6 @@ def test_gaussian_mixture_pdf_integrates_to_one_and_matches_samples():
 
 def test_train_discriminator_approaches_d_star():
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny MLP: one thread is fastest, and much faster on a busy machine
     p_data = ref.GaussianMixture1D((0.5, 0.5), (-1.0, 1.5), (0.5, 0.4))
     p_g = ref.GaussianMixture1D((1.0,), (0.0,), (1.0,))
     gen = torch.Generator().manual_seed(0)
@@ -93,7 +99,6 @@ def test_train_discriminator_approaches_d_star():
     grid = torch.linspace(-4, 4, 801).unsqueeze(1)
     before = ref.fit_error(discriminator, p_data.pdf, p_g.pdf, grid)
     losses = ref.train_discriminator(discriminator, lambda n: p_data.sample(n, gen), lambda n: p_g.sample(n, gen), steps=400)
-    torch.set_num_threads(threads)
     assert len(losses) == 400
     assert ref.fit_error(discriminator, p_data.pdf, p_g.pdf, grid) < 0.05 < before
 
@@ -153,3 +158,49 @@ def test_conditional_networks_concatenate_one_hot_labels():
     assert x.shape == (4, 64) and x.abs().max() <= 1 and D(x, labels).shape == (4,)
     aae = ref.AdversarialAutoencoder()
     assert aae.encode(torch.rand(3, 64)).shape == (3, 2) and aae.discriminate(torch.randn(3, 2)).shape == (3,)
+
+
+def test_train_gan_draws_everything_from_its_seed_and_hands_it_to_the_real_sampler():
+    """Noise, real batches (sample_real's rng) and fake labels all come from the seed: the global RNG does not matter."""
+    digits = torch.rand(50, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    classes = torch.arange(50) % 3
+
+    def sample_real(n, rng):
+        index = torch.randint(0, len(digits), (n,), generator=rng)
+        return digits[index], classes[index]
+
+    runs = []
+    for seed, global_seed in ((1, 0), (1, 5), (2, 0)):
+        torch.manual_seed(0)
+        G, D = ref.ConditionalGenerator(4, 3, 6, 16), ref.ConditionalDiscriminator(6, 3, 16)
+        torch.manual_seed(global_seed)
+        history = ref.train_gan(G, D, sample_real, 6, batch_size=8, num_classes=3, seed=seed,
+                                snapshot_every=2, snapshot=lambda step: (step, float(G(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long)).sum())))
+        assert list(history) == ["d_loss", "g_loss", "snapshots"] and len(history["d_loss"]) == 6
+        assert [step for step, _ in history["snapshots"]] == [2, 4, 6]
+        runs.append(history)
+    assert runs[0] == runs[1] and runs[0]["d_loss"] != runs[2]["d_loss"]
+
+
+def test_train_aae_records_its_three_losses_and_learns_to_reconstruct():
+    torch.manual_seed(0)
+    data = (torch.rand(200, 16, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    model = ref.AdversarialAutoencoder(data_dim=16, latent_dim=2, hidden_dim=32, disc_hidden=16)
+    history = ref.train_aae(model, data, 150, batch_size=32, lr=3e-3, seed=0)
+    assert list(history) == ["reconstruction_nll", "discriminator_loss", "encoder_adversarial_loss"]
+    assert all(len(values) == 150 for values in history.values()) and not model.training
+    assert sum(history["reconstruction_nll"][-20:]) < sum(history["reconstruction_nll"][:20])
+
+
+def test_train_digit_classifier_learns_the_digits():
+    from gradelib.data import load_digits_dataset
+
+    images, labels = load_digits_dataset("train")
+    digits = images.view(-1, 64) * 2 - 1
+    torch.manual_seed(0)
+    classifier = ref.DigitClassifier(hidden=64)
+    losses = ref.train_digit_classifier(classifier, digits[:1000], labels[:1000], 300, seed=0)
+    assert len(losses) == 300 and not classifier.training
+    with torch.no_grad():
+        accuracy = (classifier(digits[1000:]).argmax(1) == labels[1000:]).float().mean().item()
+    assert accuracy > 0.85

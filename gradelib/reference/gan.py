@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gradelib.data import RING8_CENTERS, RING8_STD
+from gradelib.training import fit, update
 
 LOG4 = math.log(4.0)
 
@@ -141,23 +142,22 @@ class GaussianMixture1D:
 
 
 def train_discriminator(discriminator: nn.Module, sample_data, sample_g, steps: int = 500,
-                        batch_size: int = 256, lr: float = 1e-2) -> list[float]:
+                        batch_size: int = 256, lr: float = 1e-2, *, progress: bool = False,
+                        label: str = "discriminator") -> list[float]:
     """Fit a discriminator to two fixed samplers with the discriminator loss (G is frozen).
 
-    discriminator: maps (B, d) to logits (B, 1) or (B,). sample_data(n), sample_g(n) return (n, d).
+    discriminator: maps (B, d) to logits (B, 1) or (B,). sample_data(n), sample_g(n) return (n, d) and
+    carry their own randomness (the exercise's signature, so this is the exercise's answer too).
     Adam(lr, betas=(0.5, 0.999)). Returns the loss after each step. With enough capacity and steps
     sigmoid(discriminator(x)) approaches D*(x) = p_data / (p_data + p_g).
     """
-    optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
-    losses = []
-    for _ in range(steps):
+
+    def step(index: int, generator: torch.Generator) -> torch.Tensor:
         real, fake = sample_data(batch_size), sample_g(batch_size)
-        loss = discriminator_loss(discriminator(real).reshape(-1), discriminator(fake).reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+        return discriminator_loss(discriminator(real).reshape(-1), discriminator(fake).reshape(-1))
+
+    optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+    return fit(step, steps, optimizer=optimizer, label=label, progress=progress)["loss"]
 
 
 # -----------------------------------------------------------------------------------------------
@@ -350,47 +350,40 @@ class AdversarialAutoencoder(nn.Module):
         return self.latent_discriminator(z).squeeze(-1)
 
 
-def train_aae(model: AdversarialAutoencoder, data: torch.Tensor, steps: int, batch_size: int = 128, lr: float = 1e-3,
-              generator: torch.Generator | None = None, steps_iterable=None, prior_sampler=None) -> dict[str, list[float]]:
+def train_aae(model: AdversarialAutoencoder, data: torch.Tensor, steps: int, batch_size: int = 128, lr: float = 1e-3, *,
+              seed: int = 0, progress: bool = False, label: str = "adversarial autoencoder",
+              prior_sampler=None) -> dict[str, list[float]]:
     """Train an AAE on data (N, D) in [0, 1]; each step has the paper's two phases.
 
     1. Reconstruction: encoder and decoder minimise the Bernoulli NLL (summed over pixels, mean over the batch).
     2. Regularisation: the latent discriminator learns to tell prior samples z ~ N(0, I) (real) from
        codes E(x) (fake); then the encoder, playing the generator, minimises the non-saturating loss.
     prior_sampler(n, generator) -> (n, latent_dim) draws from the prior; default N(0, I). Any prior you
-    can sample from works: no closed-form KL is needed.
+    can sample from works: no closed-form KL is needed. The minibatches and the prior samples come from
+    the generator of :func:`gradelib.training.fit`, seeded with ``seed``.
     Returns the per-step reconstruction NLL, discriminator loss and encoder (generator) loss.
     """
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
     autoencoder_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
     opt_ae = torch.optim.Adam(autoencoder_params, lr=lr)
     opt_d = torch.optim.Adam(model.latent_discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(model.encoder.parameters(), lr=lr, betas=(0.5, 0.999))
-    history = {"reconstruction_nll": [], "discriminator_loss": [], "encoder_adversarial_loss": []}
-    model.train()
-    for _ in steps_iterable if steps_iterable is not None else range(steps):
-        index = torch.randint(0, data.shape[0], (batch_size,), generator=generator).to(data.device)
-        x = data[index]
+
+    def step(index: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = torch.randint(0, data.shape[0], (batch_size,), generator=generator).to(data.device)
+        x = data[batch]
         reconstruction = F.binary_cross_entropy_with_logits(model.decode(model.encode(x)), x, reduction="none").sum(1).mean()
-        opt_ae.zero_grad(set_to_none=True)
-        reconstruction.backward()
-        opt_ae.step()
+        update(opt_ae, reconstruction)
 
         prior = (prior_sampler(batch_size, generator) if prior_sampler is not None
                  else torch.randn(batch_size, model.latent_dim, generator=generator)).to(data.device)
         d_loss = discriminator_loss(model.discriminate(prior), model.discriminate(model.encode(x).detach()))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
+        update(opt_d, d_loss)
 
         g_loss = generator_loss(model.discriminate(model.encode(x)))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        for key, value in zip(history, (reconstruction, d_loss, g_loss)):
-            history[key].append(value.item())
-    model.eval()
-    return history
+        update(opt_g, g_loss)
+        return {"reconstruction_nll": reconstruction, "discriminator_loss": d_loss, "encoder_adversarial_loss": g_loss}
+
+    return fit(step, steps, seed=seed, modules=[model], label=label, progress=progress)
 
 
 def gaussian_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float = 1.0) -> torch.Tensor:
@@ -451,44 +444,63 @@ class DigitClassifier(nn.Module):
 
 def train_gan(generator: nn.Module, discriminator: nn.Module, sample_real, steps: int, *, batch_size: int = 128,
               lr_g: float = 1e-3, lr_d: float = 1e-3, d_loss_fn=discriminator_loss, g_loss_fn=generator_loss,
-              num_classes: int = 0, rng: torch.Generator | None = None, steps_iterable=None,
+              num_classes: int = 0, seed: int = 0, progress: bool = False, label: str = "GAN",
               snapshot_every: int = 0, snapshot=None) -> dict[str, list]:
     """Alternating GAN training (Goodfellow et al., 2014, Algorithm 1 with k = 1), Adam(β = (0.5, 0.999)).
 
     Each step: one discriminator step on d_loss_fn(D(real), D(G(z).detach())), then one generator step
-    on g_loss_fn(D(G(z))). sample_real(n) returns (n, d) real data, or (x, labels) when num_classes > 0
+    on g_loss_fn(D(G(z))). sample_real(n, rng) returns (n, d) real data, or (x, labels) when num_classes > 0
     (a conditional GAN: G(z, y) and D(x, y), fakes get labels drawn uniformly). lr_g != lr_d is the
-    two-time-scale update rule (TTUR). rng draws noise and labels on the CPU. When snapshot_every > 0,
-    snapshot(step) is called every snapshot_every steps and its results are returned under "snapshots".
+    two-time-scale update rule (TTUR). Every draw (the noise z, then the real batch, then the fake labels)
+    comes from the CPU generator of :func:`gradelib.training.fit`, seeded with ``seed``, which is also
+    the ``rng`` handed to ``sample_real``. When snapshot_every > 0, snapshot(step) is called every
+    snapshot_every steps and its results are returned under "snapshots".
     """
-    rng = rng if rng is not None else torch.Generator().manual_seed(0)
     device = next(generator.parameters()).device
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=(0.5, 0.999))
-    history: dict[str, list] = {"d_loss": [], "g_loss": [], "snapshots": []}
-    for step in steps_iterable if steps_iterable is not None else range(steps):
+    snapshots: list = []
+
+    def step(index: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         z = torch.randn(batch_size, generator.noise_dim, generator=rng).to(device)
         if num_classes:
-            real, real_labels = sample_real(batch_size)
+            real, real_labels = sample_real(batch_size, rng)
             fake_labels = torch.randint(0, num_classes, (batch_size,), generator=rng).to(device)
             fake = generator(z, fake_labels)
             d_real, d_fake = discriminator(real, real_labels), discriminator(fake.detach(), fake_labels)
         else:
-            real = sample_real(batch_size)
+            real = sample_real(batch_size, rng)
             fake = generator(z)
             d_real, d_fake = discriminator(real), discriminator(fake.detach())
         d_loss = d_loss_fn(d_real, d_fake)
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
+        update(opt_d, d_loss)
 
         g_loss = g_loss_fn(discriminator(fake, fake_labels) if num_classes else discriminator(fake))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        history["d_loss"].append(d_loss.item())
-        history["g_loss"].append(g_loss.item())
-        if snapshot_every and (step + 1) % snapshot_every == 0:
+        update(opt_g, g_loss)
+        if snapshot_every and (index + 1) % snapshot_every == 0:
             with torch.no_grad():
-                history["snapshots"].append(snapshot(step + 1))
+                snapshots.append(snapshot(index + 1))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    history: dict[str, list] = fit(step, steps, seed=seed, label=label, progress=progress)
+    history["snapshots"] = snapshots
     return history
+
+
+def train_digit_classifier(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, *,
+                           batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4, noise_std: float = 0.1,
+                           seed: int = 0, progress: bool = False, label: str = "digit classifier") -> list[float]:
+    """Train the classifier that judges generated digits (notebooks 05 and 06): cross-entropy with Adam.
+
+    images: (N, ...) in [-1, 1], labels: (N,). Each step draws a minibatch and adds Gaussian noise of
+    std ``noise_std`` (both from the :func:`gradelib.training.fit` generator, seeded with ``seed``), so
+    the classifier also judges slightly imperfect samples sensibly. Returns the loss of each step.
+    """
+
+    def step(index: int, generator: torch.Generator) -> torch.Tensor:
+        batch = torch.randint(0, len(images), (batch_size,), generator=generator).to(images.device)
+        noisy = images[batch] + noise_std * torch.randn(batch_size, *images.shape[1:], generator=generator).to(images.device)
+        return F.cross_entropy(classifier(noisy), labels[batch])
+
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    return fit(step, steps, optimizer=optimizer, seed=seed, modules=[classifier], label=label, progress=progress)["loss"]

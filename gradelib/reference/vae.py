@@ -34,12 +34,14 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from gradelib.training import fit
 
 __all__ = [
     "LOG_2PI",
@@ -310,27 +312,22 @@ def iwae_bound(model: VAE, x: Tensor, k: int, generator: torch.Generator | None 
     return log_mean_exp(torch.cat(log_weights, dim=0), dim=0)                 # (B,)
 
 
-def train_vae(model: VAE, data: Tensor, steps: int, batch_size: int = 128, lr: float = 1e-3, beta: float = 1.0,
-              generator: torch.Generator | None = None, steps_iterable: Iterable[int] | None = None) -> list[float]:
+def train_vae(model: VAE, data: Tensor, steps: int, batch_size: int = 128, lr: float = 1e-3, beta: float = 1.0, *,
+              seed: int = 0, progress: bool = False, label: str = "VAE") -> list[float]:
     """Train ``model`` on ``data`` (N, D) with Adam on the beta-VAE loss (beta = 1: the negative ELBO).
 
-    Minibatches are drawn with ``generator`` (a CPU generator; indices are moved to the data's device).
-    ``steps_iterable`` replaces ``range(steps)``, e.g. with a tqdm progress bar.
-    Returns the per-step mean loss in nats per example.
+    One :func:`gradelib.training.fit` loop: the minibatch indices come from its generator (seeded with
+    ``seed``, on the CPU, then moved to the data's device); the reparameterization noise comes from the
+    global RNG, as in the notebooks' own loops (seed it with ``gradelib.seed_everything``).
+    ``progress`` shows a tqdm bar labelled ``label``. Returns the per-step mean loss in nats per example.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    losses = []
-    model.train()
-    for _ in steps_iterable if steps_iterable is not None else range(steps):
-        index = torch.randint(0, data.shape[0], (batch_size,), generator=generator).to(data.device)
-        loss = beta_vae_loss(model, data[index], beta)[0].mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+
+    def step(index: int, generator: torch.Generator) -> Tensor:
+        batch = torch.randint(0, data.shape[0], (batch_size,), generator=generator).to(data.device)
+        return beta_vae_loss(model, data[batch], beta)[0].mean()
+
+    return fit(step, steps, optimizer=torch.optim.Adam(model.parameters(), lr=lr), seed=seed, modules=[model],
+               label=label, progress=progress)["loss"]
 
 
 @torch.no_grad()
