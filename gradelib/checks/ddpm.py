@@ -17,7 +17,7 @@ Index convention: code timesteps are 0-based (code t is the paper's t + 1); ``al
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -660,10 +660,24 @@ def _loss_call_problem(model, loss, x0, T) -> str | None:
     return None
 
 
-def _checked_loss_call(fn, x0, alpha_bars, seed):
-    """Run the student's loss once; (problem with the call or None, the recording model, the loss)."""
+class _LossCall(NamedTuple):
+    """One run of the student's loss on the recording model: what it returned and what eps_model saw."""
+
+    loss: torch.Tensor
+    model: _Recorder
+    x_t: torch.Tensor
+    t: torch.Tensor
+    noise: torch.Tensor   # the ε that x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε implies
+
+
+def _checked_loss_call(fn, x0, alpha_bars, seed) -> tuple[str | None, _LossCall | None]:
+    """Run the student's loss once: (the problem with the call, None) or (None, what it returned and saw)."""
     model, loss = _run_loss(fn, x0, alpha_bars, seed)
-    return _loss_call_problem(model, loss, x0, alpha_bars.shape[0]), model, loss
+    problem = _loss_call_problem(model, loss, x0, alpha_bars.shape[0])
+    if problem:
+        return problem, None
+    x_t, t = model.calls[0]
+    return None, _LossCall(loss, model, x_t, t, _implied_noise(x_t, t, x0, alpha_bars))
 
 
 def _implied_noise(x_t, t, x0, alpha_bars):
@@ -681,14 +695,12 @@ def _loss_value_case(fn, x0, alpha_bars, seed, *, also_properties: bool = False)
 
 
 def _loss_value(fn, x0, alpha_bars, seed) -> str | None:
-    problem, model, loss = _checked_loss_call(fn, x0, alpha_bars, seed)
+    problem, call = _checked_loss_call(fn, x0, alpha_bars, seed)
     if problem:
         return problem
-    x_t, t = model.calls[0]
-    noise = _implied_noise(x_t, t, x0, alpha_bars)
+    loss, x_t, noise = call.loss, call.x_t, call.noise
     with torch.no_grad():
-        out = model(x_t, t).double()
-    model.calls.pop()
+        out = call.model(x_t, call.t).double()
     want = ((out - noise) ** 2).mean()
     if abs(float(loss) - float(want)) <= 1e-5 * max(1.0, float(want)):
         return None
@@ -706,11 +718,10 @@ def _loss_value(fn, x0, alpha_bars, seed) -> str | None:
 
 
 def _loss_noise_case(fn, x0, alpha_bars, seed) -> str | None:
-    problem, model, loss = _checked_loss_call(fn, x0, alpha_bars, seed)
+    problem, call = _checked_loss_call(fn, x0, alpha_bars, seed)
     if problem:
         return problem
-    x_t, t = model.calls[0]
-    noise = _implied_noise(x_t, t, x0, alpha_bars)
+    x_t, t, noise = call.x_t, call.t, call.noise
     n = noise.numel()
     mean, var = float(noise.mean()), float(noise.var())
     if not within_sigmas(mean, 1 / math.sqrt(n)) or not within_sigmas(var - 1, math.sqrt(2 / n)):
@@ -724,11 +735,10 @@ def _loss_noise_case(fn, x0, alpha_bars, seed) -> str | None:
 
 
 def _loss_t_case(fn, x0, alpha_bars, seed) -> str | None:
-    problem, model, _ = _checked_loss_call(fn, x0, alpha_bars, seed)
+    problem, call = _checked_loss_call(fn, x0, alpha_bars, seed)
     if problem:
         return problem
-    T = alpha_bars.shape[0]
-    t = model.calls[0][1]
+    T, t = alpha_bars.shape[0], call.t
     counts = _bincount(t, minlength=T).double()
     expected = len(t) / T
     if len(t) > 1 and bool((t == t[0]).all()):

@@ -59,12 +59,36 @@ def _uniform(shape, low, high, gen, dtype=torch.float64):
     return low + (high - low) * _rand(shape, generator=gen, dtype=dtype)
 
 
-def _shape_hint(value, want_shape, summed_over: str) -> str | None:
-    """A friendlier diagnosis for the two commonest shape mistakes: not summing, or averaging the batch."""
-    if type(value) is _Tensor and value.dim() == 0 and len(want_shape) > 0:
-        return "returns a single number: return one value per example (shape (B,)), not the batch mean or sum"
-    if type(value) is _Tensor and tuple(value.shape[:-1]) == tuple(want_shape):
-        return f"has an extra last dimension: sum over the {summed_over}"
+def _value_problem(value, name: str, want_shape, summed_over: str | None = None, nan_hint: str | None = None) -> str | None:
+    """What is wrong with the form of a returned tensor, before its values are compared, in the exercise's words.
+
+    First the two commonest shape mistakes when ``summed_over`` names what each value sums over: a single
+    number for the batch, or an extra last dimension (not summed). Then :func:`tensor_problem`, whose
+    generic NaN/inf diagnosis ``nan_hint`` replaces with the exercise's likely cause.
+    """
+    if summed_over is not None and type(value) is _Tensor:
+        if value.dim() == 0 and len(want_shape) > 0:
+            return "returns a single number: return one value per example (shape (B,)), not the batch mean or sum"
+        if tuple(value.shape[:-1]) == tuple(want_shape):
+            return f"has an extra last dimension: sum over the {summed_over}"
+    problem = tensor_problem(value, name, want_shape)
+    if problem and nan_hint is not None and "NaN" in problem:
+        return nan_hint
+    return problem
+
+
+def _gradient_problem(out, inputs, want_grads, atol: float, wrong: tuple[str, ...], no_gradient: str) -> str | None:
+    """Whether the gradients of out.sum() with respect to ``inputs`` are ``want_grads``, input by input.
+
+    Returns ``no_gradient`` when ``out`` does not depend differentiably on the inputs at all, ``wrong[i]``
+    for the first input whose gradient is missing or differs (beyond ``atol``), and None when all agree.
+    """
+    if not out.requires_grad:
+        return no_gradient
+    grads = _grad(out.sum(), inputs, allow_unused=True)
+    for got, want, message in zip(grads, want_grads, wrong):
+        if got is None or not close(got, want, atol):
+            return message
     return None
 
 
@@ -105,13 +129,9 @@ def _kl_case(fn, mu, logvar, with_gradient: bool = False) -> str | None:
     mu_in = mu.clone().requires_grad_(with_gradient)
     logvar_in = logvar.clone().requires_grad_(with_gradient)
     got = fn(mu_in, logvar_in)
-    hint = _shape_hint(got, want.shape, "latent dimension (one KL per example)")
-    if hint:
-        return hint
-    problem = tensor_problem(got, "KL", want.shape)
+    problem = _value_problem(got, "KL", want.shape, "latent dimension (one KL per example)",
+                             "KL contains NaN or inf: logvar may be negative; it is log σ², so use exp(logvar) and logvar as they are")
     if problem:
-        if "NaN" in problem:
-            return "KL contains NaN or inf: logvar may be negative; it is log σ², so use exp(logvar) and logvar as they are"
         return problem
     if got.dtype != mu.dtype:
         return f"KL has dtype {got.dtype}, expected the input's {mu.dtype}"
@@ -119,13 +139,11 @@ def _kl_case(fn, mu, logvar, with_gradient: bool = False) -> str | None:
                              "differs from KL(N(μ, σ²) ‖ N(0, I)) computed by torch.distributions")
     if diagnosis:
         return diagnosis
-    if with_gradient:
-        if not got.requires_grad:
-            return "no gradient flows to mu and logvar: use differentiable torch operations (no .detach(), .item() or numpy)"
-        grad_mu, grad_logvar = _grad(got.sum(), (mu_in, logvar_in), allow_unused=True)
-        if grad_mu is None or grad_logvar is None or not close(grad_mu, mu, 1e-6) or not close(grad_logvar, 0.5 * (logvar.exp() - 1), 1e-6):
-            return "the value is right but its gradient is not: compute it from mu and logvar with torch operations"
-    return None
+    if not with_gradient:
+        return None
+    wrong = "the value is right but its gradient is not: compute it from mu and logvar with torch operations"
+    return _gradient_problem(got, (mu_in, logvar_in), (mu, 0.5 * (logvar.exp() - 1)), 1e-6, (wrong, wrong),
+                             "no gradient flows to mu and logvar: use differentiable torch operations (no .detach(), .item() or numpy)")
 
 
 @exercise("KL to the standard normal", reference=ref.gaussian_kl_standard_normal)
@@ -173,16 +191,12 @@ def _reparam_case(fn, mu, logvar, eps, with_gradient: bool = False) -> str | Non
     ], "z differs from μ + σ·ε")
     if diagnosis:
         return diagnosis
-    if with_gradient:
-        if not z.requires_grad:
-            return "no gradient flows to μ and log σ²: build z from them with torch operations (no torch.normal, no .detach())"
-        grad_mu, grad_logvar = _grad(z.sum(), (mu_in, logvar_in), allow_unused=True)
-        sigma = (0.5 * logvar).exp()
-        if grad_mu is None or not close(grad_mu, torch.ones_like(mu), 1e-5):
-            return "dz/dμ should be 1: the gradient does not flow through μ"
-        if grad_logvar is None or not close(grad_logvar, 0.5 * sigma * eps, 1e-5):
-            return "dz/d(log σ²) should be σ·ε/2: the gradient does not flow through the log-variance"
-    return None
+    if not with_gradient:
+        return None
+    return _gradient_problem(z, (mu_in, logvar_in), (torch.ones_like(mu), 0.5 * (0.5 * logvar).exp() * eps), 1e-5,
+                             ("dz/dμ should be 1: the gradient does not flow through μ",
+                              "dz/d(log σ²) should be σ·ε/2: the gradient does not flow through the log-variance"),
+                             "no gradient flows to μ and log σ²: build z from them with torch operations (no torch.normal, no .detach())")
 
 
 @exercise("Reparameterization trick", reference=ref.reparameterize)
@@ -266,10 +280,7 @@ def _elbo_case(fn, x, W, b, noise_var, q_mean, q_cov, expect: str) -> str | None
     log_px = _exact_log_marginal(x, W, b, noise_var)
     kl_post, _, _ = _exact_posterior_kl(x, W, b, noise_var, q_mean, q_cov)
     got = fn(x, q_mean, q_cov, W, b, noise_var)
-    hint = _shape_hint(got, log_px.shape, "dimensions of each example")
-    if hint:
-        return hint
-    problem = tensor_problem(got, "ELBO", log_px.shape)
+    problem = _value_problem(got, "ELBO", log_px.shape, "dimensions of each example")
     if problem:
         return problem
     want = log_px - kl_post
@@ -354,14 +365,10 @@ def _neg_elbo_case(fn, logits, x, mu, logvar) -> str | None:
     want = -_Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1) + _kl_oracle(mu, logvar)
     with _distributions_unvalidated():  # as the oracle: grey-level targets are valid for the Bernoulli likelihood
         got = fn(logits, x, mu, logvar)
-    hint = _shape_hint(got, want.shape, "pixels and latent dimensions")
-    if hint:
-        return hint
-    problem = tensor_problem(got, "−ELBO", want.shape)
+    problem = _value_problem(got, "−ELBO", want.shape, "pixels and latent dimensions",
+                             "−ELBO contains NaN or inf: compute log p(x|z) from the logits "
+                             "(e.g. binary_cross_entropy_with_logits), not log(sigmoid(·)), which saturates")
     if problem:
-        if "NaN" in problem:
-            return ("−ELBO contains NaN or inf: compute log p(x|z) from the logits "
-                    "(e.g. binary_cross_entropy_with_logits), not log(sigmoid(·)), which saturates")
         return problem
     return compare_case(got, want, 1e-4, lambda: _neg_elbo_variants(logits, x, mu, logvar),
                         "differs from −ELBO = Σ_pixels BCE(logits, x) + KL")
@@ -423,10 +430,9 @@ def _iwae_case(fn, log_px_given_z, z, mu, logvar) -> str | None:
     got = fn(log_px_given_z, z, mu, logvar)
     if type(got) is _Tensor and tuple(got.shape) == (z.shape[0],):
         return f"returns shape {tuple(got.shape)}: average over the K samples (dim 0), keeping one value per example"
-    problem = tensor_problem(got, "estimate", want.shape)
+    problem = _value_problem(got, "estimate", want.shape, nan_hint="the estimate contains NaN or inf: exp of large negative "
+                             "log-weights underflows; use logsumexp (subtract the max)")
     if problem:
-        if "NaN" in problem:
-            return "the estimate contains NaN or inf: exp of large negative log-weights underflows; use logsumexp (subtract the max)"
         return problem
     return compare_case(got, want, 1e-5, lambda: _iwae_variants(log_px_given_z, z, mu, logvar),
                         "differs from log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x)")
