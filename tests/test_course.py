@@ -1,5 +1,6 @@
 """The course as files: student versions in sync with the sources, and sources that grade correctly."""
 
+import ast
 import json
 import re
 
@@ -79,7 +80,7 @@ def test_notebook_follows_the_course_shape(name):
     headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines() if line.startswith("## ")]
     for section in ("Learning objectives", "Theory", "worked examples", "Graded exercises", "Concept questions", "Going further"):
         assert any(section.lower() in h.lower() for h in headings), section
-    assert "tqdm" in text and "report_metric" in text and "gradelib.budget(" in text
+    assert ("tqdm" in text or "progress=True" in text) and "report_metric" in text and "gradelib.budget(" in text
     assert "cuda" not in text.replace("gradelib.device()", ""), "pick the device with gradelib.device()"
 
 
@@ -111,15 +112,28 @@ def test_colab_sync_rewrites_a_changed_url_and_is_idempotent():
         _colab.colab_url("https://gitlab.com/a/b", "01_x")
 
 
+def _calls_to(source: str, name: str) -> list[ast.Call]:
+    """The calls of ``name(...)`` or ``training.name(...)`` in a code cell (IPython magics dropped)."""
+    tree = ast.parse("\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()))
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and ((isinstance(node.func, ast.Name) and node.func.id == name)
+                 or (isinstance(node.func, ast.Attribute) and node.func.attr == name
+                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "training"))]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_training_loop_shows_a_labelled_progress_bar(name):
-    """A loop that calls .backward() and an optimizer's step() outside the students' exercise cells runs under tqdm.auto with a desc= saying
-    what it trains (a student's own exercise loop stays theirs to write)."""
+    """Training outside the students' exercise cells shows a labelled bar: gradelib.training.fit (or a reference
+    trainer built on it) with progress=True and a label, or, for a loop written out because it is the lesson,
+    tqdm.auto with a desc= saying what it trains (a student's own exercise loop stays theirs to write)."""
     nb = load(ROOT / "solutions" / name / f"{name}.ipynb")
-    assert any("from tqdm.auto import tqdm" in c.source for c in nb.cells), "use tqdm.auto (a widget in Jupyter)"
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or cell.metadata.get("nbgrader", {}).get("solution"):
             continue
         trains = ".backward(" in cell.source and re.search(r"optimi[sz]er\w*\.step\(\)", cell.source)
         if trains and re.search(r"^\s*for .+:", cell.source, re.MULTILINE):
             assert "tqdm(" in cell.source and "desc=" in cell.source, f"cell {index} trains without a labelled tqdm bar"
+            assert any("from tqdm.auto import tqdm" in c.source for c in nb.cells), "use tqdm.auto (a widget in Jupyter)"
+        for call in _calls_to(cell.source, "fit"):
+            given = {keyword.arg for keyword in call.keywords}
+            assert {"progress", "label"} <= given, f"cell {index}: fit(...) without progress= and label="
