@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from gradelib.data import ALL_COMBINATIONS, COLOURS, SHAPES, caption_for, captioned_shapes
 from gradelib.reference import clip as ref
 from gradelib.reference.gpt import GPTConfig
+from gradelib.reference.tokenization import WordTokenizer
 
 
 def test_patchify_matches_unfold_and_a_strided_conv():
@@ -86,10 +87,10 @@ def test_a_full_templated_caption_is_the_datasets_caption():
 
 
 def test_templated_captions_tokenise_and_fit_the_text_encoder():
-    tok = ref.CaptionTokenizer()
+    tok = WordTokenizer(ref.CAPTION_WORDS)
     batch = captioned_shapes(200, seed=0)
     captions = ref.templated_captions(batch, torch.Generator().manual_seed(0))
-    ids = tok.batch(captions)
+    ids, _ = tok(captions)
     assert ids.shape[1] <= 12
     assert all(tok.decode(row) == c for row, c in zip(ids, captions))
     assert all(SHAPES[s] in c for s, c in zip(batch.shape.tolist(), captions))
@@ -97,11 +98,11 @@ def test_templated_captions_tokenise_and_fit_the_text_encoder():
 
 
 def test_text_encoder_ignores_padding_thanks_to_causal_attention():
-    tok = ref.CaptionTokenizer()
-    encoder = ref.TextEncoder(tok.vocab_size).eval()
-    short = tok.batch(["a red circle"], length=5)
-    padded = tok.batch(["a red circle"], length=12)
-    assert torch.allclose(encoder(short), encoder(padded), atol=1e-5)
+    tok = WordTokenizer(ref.CAPTION_WORDS)
+    encoder = ref.TextTransformer(tok.vocab_size).eval()
+    short, _ = tok(["a red circle"], length=5)
+    padded, _ = tok(["a red circle"], length=encoder.max_len)
+    assert encoder.max_len == 12 and torch.allclose(encoder(short), encoder(padded), atol=1e-5)
 
 
 def test_spurious_split_ties_colour_to_shape_and_counterfactuals_never_do():
@@ -114,20 +115,40 @@ def test_spurious_split_ties_colour_to_shape_and_counterfactuals_never_do():
 
 def test_a_few_steps_of_training_lower_the_loss_and_the_captioner_runs():
     torch.manual_seed(0)
-    tok = ref.CaptionTokenizer()
+    tok = WordTokenizer(ref.CAPTION_WORDS)
     data = captioned_shapes(256, seed=0)
     model = ref.CLIP(tok.vocab_size, d_model=32, num_layers=1)
     losses = ref.train_clip(model, tok, data.images, ref.shapes_caption_fn(data), steps=40, batch_size=64, lr=3e-3)
     assert sum(losses[-5:]) / 5 < losses[0] - 0.3
     captioner = ref.PrefixCaptioner(model.visual, GPTConfig(vocab_size=tok.vocab_size, block_size=25, d_model=32,
                                                             num_heads=2, num_layers=1))
-    tokens = tok.batch(data.captions[:4])
+    tokens, _ = tok(data.captions[:4])
     assert captioner(data.images[:4], tokens).shape == (4, 16 + tokens.shape[1], tok.vocab_size)
     frozen = [p.clone() for p in model.visual.parameters()]
     ref.train_captioner(captioner, tok, data, steps=3, batch_size=8)
     assert all(torch.equal(a, b) for a, b in zip(frozen, model.visual.parameters()))  # the ViT stays frozen
     accuracy, texts = ref.caption_accuracy(captioner, tok, captioned_shapes(4, seed=1))
     assert 0 <= accuracy <= 1 and len(texts) == 4
+
+
+def test_the_captioner_feeds_its_prefix_to_the_gpt_as_inputs_embeds():
+    """Same logits as running the GPT's blocks by hand on [prefix; token embeddings] + positions 0 .. P + T - 1."""
+    torch.manual_seed(0)
+    model = ref.CLIP(20, d_model=32, num_layers=1)
+    captioner = ref.PrefixCaptioner(model.visual, GPTConfig(vocab_size=20, block_size=25, d_model=32, num_heads=2,
+                                                            num_layers=2)).eval()
+    images, tokens = torch.rand(3, 3, 16, 16), torch.randint(0, 20, (3, 6))
+    with torch.no_grad():
+        gpt = captioner.gpt
+        x = torch.cat([captioner.prefix(images), gpt.token_embedding(tokens)], dim=1)
+        x = x + gpt.position_embedding(torch.arange(x.shape[1]))
+        for block in gpt.blocks:
+            x, _ = block(x)  # causal over the whole sequence, prefix included
+        want = gpt.head(gpt.final_norm(x))
+        assert torch.allclose(captioner(images, tokens), want, atol=1e-6)
+        generated = captioner.generate(images, 3)
+        first = captioner(images, tokens[:, :1].fill_(1))[:, -1].argmax(-1)  # the step after <bos>
+    assert generated.shape == (3, 3) and torch.equal(generated[:, 0], first)
 
 
 def test_text_transformer_params_counts_a_real_stack_and_gives_clips_63m():

@@ -7,20 +7,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradelib.data import captioned_shapes
+from gradelib.data import ALL_COMBINATIONS, caption_for, captioned_shapes
 from gradelib.reference import latent_diffusion as ld
 from gradelib.reference import latent_diffusion_pipeline as pl
-from gradelib.reference.ddpm import DDPMSchedule, linear_betas
+from gradelib.reference.ddpm import DDPMSchedule, linear_betas, q_sample
+from gradelib.reference.tokenization import BOS_ID, EOS_ID, WordTokenizer
 
 
-def test_tokenizer_wraps_captions_like_clip():
-    tok = ld.CaptionTokenizer.for_shapes()
-    assert tok.vocab_size == 3 + 13
-    ids, mask = tok(["a red circle at the top left", ""])
+def test_pipeline_pads_captions_to_the_text_encoders_length_like_clip():
+    pipe = tiny_pipeline()
+    assert pipe.tokenizer.vocab_size == 3 + 13
+    ids, mask = pipe.tokenizer(["a red circle at the top left", ""], length=pipe.text_encoder.max_len)
     assert ids.shape == (2, 9) and mask.dtype == torch.bool
-    assert ids[0, 0] == tok.BOS and ids[0, 8] == tok.EOS and mask[0].all()
-    assert ids[1, :2].tolist() == [tok.BOS, tok.EOS] and mask[1].sum() == 2  # the null caption is never all padding
-    assert tok.decode(ids[0]) == "a red circle at the top left"
+    assert ids[0, 0] == BOS_ID and ids[0, 8] == EOS_ID and mask[0].all()
+    assert ids[1, :2].tolist() == [BOS_ID, EOS_ID] and mask[1].sum() == 2  # the null caption is never all padding
+    context, context_mask = pipe.encode_text(["a blue square", ""])
+    assert context.shape == (2, 9, 64) and context_mask.sum(1).tolist() == [5, 2]
 
 
 def test_cross_attention_matches_torch_sdpa_with_a_padding_mask():
@@ -66,6 +68,17 @@ def test_sdedit_timestep_and_noise_agree_with_diffusers_add_noise():
     z_t, t = ld.sdedit_noise(z0, 0.6, schedule.alpha_bars, noise)
     oracle = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").add_noise(z0, noise, torch.tensor([t, t]))
     assert t == 599 and torch.allclose(z_t, oracle, atol=1e-5)
+    assert torch.equal(z_t, q_sample(z0, torch.tensor([t, t]), noise, schedule.alpha_bars))  # the one forward-noising
+
+
+def test_inpaint_blend_renoises_the_known_region_with_q_sample():
+    schedule = DDPMSchedule(linear_betas(1000))
+    g = torch.Generator().manual_seed(6)
+    z_gen, z0, noise = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    mask = (torch.rand(2, 1, 8, 8, generator=g) > 0.5).float()
+    t_prev = torch.tensor([300, 300])
+    out = ld.inpaint_blend(z_gen, z0, mask, schedule.alpha_bars[300], noise)
+    assert torch.allclose(out, mask * z_gen + (1 - mask) * q_sample(z0, t_prev, noise, schedule.alpha_bars), atol=1e-6)
 
 
 def test_inpaint_blend_keeps_the_hole_and_renoises_the_rest():
@@ -96,12 +109,12 @@ def test_latent_scale_factor_gives_unit_variance():
 
 def test_networks_shapes_zero_init_and_masked_text():
     torch.manual_seed(0)
-    tok = ld.CaptionTokenizer.for_shapes()
-    ae, te, unet = ld.KLAutoencoder(4), ld.TextEncoder(tok.vocab_size), ld.UNet(4, 8, 32, 64)
+    tok = WordTokenizer(ld.CAPTION_WORDS)
+    ae, te, unet = ld.KLAutoencoder(4), ld.ConditioningTextEncoder(tok.vocab_size), ld.UNet(4, 8, 32, 64)
     x = captioned_shapes(2, seed=0).images
     recon, mu, logvar = ae(x)
     assert recon.shape == x.shape and mu.shape == (2, 4, 8, 8) and ae.decode(mu).shape == x.shape
-    ids, mask = tok(["a red circle at the top left", "a blue square"])
+    ids, mask = tok(["a red circle at the top left", "a blue square"], length=te.max_len)
     ctx = te(ids, mask)
     assert ctx.shape == (2, 9, 64)
     z, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
@@ -120,12 +133,20 @@ def test_pixel_unet_runs_on_images():
     assert out.shape == (2, 3, 16, 16)
 
 
+def test_the_pipeline_samples_latents_of_the_unets_resolution():
+    pipe = tiny_pipeline()
+    pipe.unet = ld.UNet(4, 4, 32, 64)  # a U-Net for 4x4 latents
+    assert pipe.latent_shape(3) == (3, 4, 4, 4)
+    z = pipe(["a red circle at the top left"], 3.0, 2, generator=torch.Generator().manual_seed(0), return_latents=True)
+    assert z.shape == (1, 4, 4, 4)
+
+
 def tiny_pipeline():
     torch.manual_seed(0)
-    tok = ld.CaptionTokenizer.for_shapes()
+    tok = WordTokenizer(ld.CAPTION_WORDS)
     unet = ld.UNet(4, 8, 32, 64)
     torch.nn.init.normal_(unet.conv_out.weight, std=0.05)
-    return pl.LatentDiffusionPipeline(tok, ld.TextEncoder(tok.vocab_size), unet, ld.KLAutoencoder(4),
+    return pl.LatentDiffusionPipeline(tok, ld.ConditioningTextEncoder(tok.vocab_size), unet, ld.KLAutoencoder(4),
                                       DDPMSchedule(linear_betas(1000)), 0.5)
 
 
@@ -163,3 +184,15 @@ def test_training_loops_reduce_their_losses():
     assert sum(c_losses[-5:]) < sum(c_losses[:5])
     scores = pl.judge(clf, data.images, data.shape, data.colour, data.position)
     assert set(scores) == {"shape", "colour", "position", "all"} and scores["all"] <= min(scores["shape"], scores["colour"])
+
+
+def test_latent_diffusion_training_is_seeded_and_leaves_the_networks_in_eval_mode():
+    captions = [caption_for(*combination) for combination in ALL_COMBINATIONS[:32]]
+    g = torch.Generator().manual_seed(7)
+    mu, logvar = torch.randn(32, 4, 8, 8, generator=g), torch.full((32, 4, 8, 8), -4.0)
+    runs = []
+    for _ in range(2):
+        pipe = tiny_pipeline()
+        runs.append(pl.train_latent_diffusion(pipe, mu, logvar, captions, steps=3, batch_size=8, seed=5))
+        assert not pipe.unet.training and not pipe.text_encoder.training
+    assert runs[0] == runs[1] and len(runs[0]) == 3 and all(math.isfinite(loss) for loss in runs[0])

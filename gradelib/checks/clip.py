@@ -24,6 +24,7 @@ from gradelib.checks import _core
 from gradelib.checks._core import Case, close, compare_case, exercise, generator, make_read_only, max_abs_diff, tensor_problem
 from gradelib.checks.derive import derivation, integer, real
 from gradelib.reference import clip as ref
+from gradelib.reference.tokenization import IGNORE_INDEX
 
 # Bound at import, before any student code runs.
 _randn, _rand, _randint, _equal = _core.randn, _core.rand, _core.randint, _core.equal
@@ -327,7 +328,7 @@ def _targets_case(fn, tokens: torch.Tensor, num_prefix: int, pad_id: int) -> str
     want = ref.caption_targets(tokens, P, pad_id)
     if _equal(out, want):
         return None
-    ignore = ref.IGNORE_INDEX
+    ignore = IGNORE_INDEX
     if not bool((out[:, :P - 1] == ignore).all()):
         return "the image-prefix positions are not ignored: put -100 there, there is no token to predict about the image"
     if not bool((out[:, P - 1] == ignore).all()):

@@ -4,8 +4,9 @@ CLIP (Radford et al. 2021) trains two encoders, one for images and one for text,
 its caption land close together in a shared embedding space and mismatched pairs land far apart. The
 pieces here, small enough to train on a laptop CPU on ``gradelib.data.captioned_shapes``:
 
-* data: a word-level caption tokenizer, templated captions ("a photo of a red circle", "a square at
-  the top left", ...), a spurious-correlation split (colour tied to shape) and its counterfactuals;
+* data: templated captions ("a photo of a red circle", "a square at the top left", ...) and their
+  vocabulary (for the course's ``tokenization.WordTokenizer``), a spurious-correlation split (colour
+  tied to shape) and its counterfactuals;
 * the model: a Vision Transformer (patches -> transformer -> projection), a causal text transformer
   pooled at its end-of-text token (as in CLIP), L2-normalised embeddings, and a learnable temperature
   stored as a log scale and clamped at 100;
@@ -36,11 +37,13 @@ from torch import Tensor
 from gradelib.data import COLOURS, POSITIONS, SHAPES, ShapesBatch, captioned_shapes
 from gradelib.reference.attention import TransformerBlock, causal_mask
 from gradelib.reference.gpt import GPT, GPTConfig
+from gradelib.reference.tokenization import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, WordTokenizer
+from gradelib.training import fit, warmup_cosine
 
 __all__ = [
     "TRAIN_TEMPLATES",
     "PROMPT_TEMPLATES",
-    "CaptionTokenizer",
+    "CAPTION_WORDS",
     "templated_caption",
     "templated_captions",
     "BIASED_COLOUR_OF_SHAPE",
@@ -52,12 +55,11 @@ __all__ = [
     "zero_shot_weights",
     "recall_at_k",
     "caption_targets",
-    "IGNORE_INDEX",
     "MAX_LOG_SCALE",
     "INIT_LOG_SCALE",
     "text_transformer_params",
     "ViTEncoder",
-    "TextEncoder",
+    "TextTransformer",
     "CLIP",
     "train_clip",
     "shapes_caption_fn",
@@ -74,7 +76,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------------
-# Text: templates and a word-level tokenizer
+# Text: templates and their vocabulary
 # --------------------------------------------------------------------------------------------------
 
 # The wrappers a caption can come in during training ("{}" is the description, e.g. "red circle").
@@ -83,46 +85,9 @@ TRAIN_TEMPLATES = ("a {}", "a photo of a {}", "a picture of a {}", "a drawing of
 # captions it was trained on). Prompt ensembling averages the class embeddings over all of them.
 PROMPT_TEMPLATES = TRAIN_TEMPLATES
 
-_SPECIALS = ("<pad>", "<bos>", "<eos>")
-_WORDS = sorted({w for t in TRAIN_TEMPLATES for w in t.replace("{}", "").split()}
-                | set(SHAPES) | set(COLOURS) | {w for p in POSITIONS for w in p.split()} | {"at", "the"})
-
-
-class CaptionTokenizer:
-    """Word-level tokenizer for the shapes captions: <pad>=0, <bos>=1, <eos>=2, then the words.
-
-    encode("a red circle") -> [1, id(a), id(red), id(circle), 2]: <bos> words <eos>.
-    """
-
-    pad_id, bos_id, eos_id = 0, 1, 2
-
-    def __init__(self, words: tuple[str, ...] | list[str] = tuple(_WORDS)):
-        self.vocab = list(_SPECIALS) + list(words)
-        self.word_to_id = {w: i for i, w in enumerate(self.vocab)}
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.bos_id] + [self.word_to_id[w] for w in text.split()] + [self.eos_id]
-
-    def batch(self, texts: list[str], length: int | None = None) -> Tensor:
-        """Encode and right-pad with <pad>: (len(texts), length) int64 (length: the longest, by default)."""
-        ids = [self.encode(t) for t in texts]
-        length = max(map(len, ids)) if length is None else length
-        assert all(len(i) <= length for i in ids), f"a caption is longer than {length} tokens"
-        return torch.tensor([i + [self.pad_id] * (length - len(i)) for i in ids], dtype=torch.int64)
-
-    def decode(self, ids: Tensor | list[int]) -> str:
-        """Words up to the first <eos> (specials dropped)."""
-        words = []
-        for i in (ids.tolist() if isinstance(ids, Tensor) else ids):
-            if i == self.eos_id:
-                break
-            if i >= len(_SPECIALS):
-                words.append(self.vocab[i])
-        return " ".join(words)
+# Every word of every templated caption: the vocabulary of WordTokenizer(CAPTION_WORDS) (17 words).
+CAPTION_WORDS = tuple(sorted({w for t in TRAIN_TEMPLATES for w in t.replace("{}", "").split()}
+                             | set(SHAPES) | set(COLOURS) | {w for p in POSITIONS for w in p.split()} | {"at", "the"}))
 
 
 def templated_caption(shape: str, colour: str | None, position: str | None, template: str = "a {}") -> str:
@@ -289,10 +254,7 @@ def recall_at_k(similarity: Tensor, k: int) -> Tensor:
     return (rank < k).float().mean()
 
 
-IGNORE_INDEX = -100
-
-
-def caption_targets(tokens: Tensor, num_prefix: int, pad_id: int = 0) -> Tensor:
+def caption_targets(tokens: Tensor, num_prefix: int, pad_id: int = PAD_ID) -> Tensor:
     """Targets for a prefix captioner: next caption token, and IGNORE_INDEX (-100) everywhere else.
 
     The decoder's input is P prefix embeddings (the image) followed by the T caption tokens
@@ -358,17 +320,20 @@ class ViTEncoder(nn.Module):
         return self.final_norm(x)
 
 
-class TextEncoder(nn.Module):
-    """CLIP's text transformer: causal self-attention, pooled at the <eos> token.
+class TextTransformer(nn.Module):
+    """CLIP's text tower: a causal text transformer pooled at the <eos> token, one vector per caption.
 
     With a causal mask no token before <eos> sees the padding after it, so the <eos> state summarises
-    exactly the caption, whatever the padding (CLIP, section 2.4).
+    exactly the caption, whatever the padding (CLIP, section 2.4). ``max_len`` is its context length,
+    the length captions are padded to (CLIP's 77). Compare notebook 07's
+    ``latent_diffusion.ConditioningTextEncoder``, which keeps one vector per token for cross-attention.
     """
 
     def __init__(self, vocab_size: int, max_len: int = 12, d_model: int = 64, num_heads: int = 4,
-                 num_layers: int = 2, d_ff: int = 128, eos_id: int = CaptionTokenizer.eos_id):
+                 num_layers: int = 2, d_ff: int = 128, eos_id: int = EOS_ID):
         super().__init__()
         self.eos_id = eos_id
+        self.max_len = max_len
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.position_embedding = nn.Parameter(0.02 * torch.randn(1, max_len, d_model))
         self.blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, d_ff) for _ in range(num_layers))
@@ -393,7 +358,7 @@ class CLIP(nn.Module):
                  d_model: int = 64, num_heads: int = 4, num_layers: int = 2, max_len: int = 12, channels: int = 3):
         super().__init__()
         self.visual = ViTEncoder(image_size, patch_size, channels, d_model, num_heads, num_layers, 2 * d_model)
-        self.text = TextEncoder(vocab_size, max_len, d_model, num_heads, num_layers, 2 * d_model)
+        self.text = TextTransformer(vocab_size, max_len, d_model, num_heads, num_layers, 2 * d_model)
         self.image_projection = nn.Linear(d_model, embed_dim, bias=False)
         self.text_projection = nn.Linear(d_model, embed_dim, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(INIT_LOG_SCALE))
@@ -411,8 +376,9 @@ class CLIP(nn.Module):
         return symmetric_infonce(self.encode_image(images), self.encode_text(tokens), self.log_scale)[0]
 
 
-def train_clip(model: CLIP, tokenizer: CaptionTokenizer, images: Tensor, caption_fn, *, steps: int,
-               batch_size: int = 128, lr: float = 2e-3, seed: int = 0, loss_fn=None, progress=None) -> list[float]:
+def train_clip(model: CLIP, tokenizer: WordTokenizer, images: Tensor, caption_fn, *, steps: int,
+               batch_size: int = 128, lr: float = 2e-3, seed: int = 0, loss_fn=None, progress: bool = False,
+               label: str = "CLIP") -> list[float]:
     """Train with AdamW on random batches of ``images``, with fresh captions every step.
 
     caption_fn(index (B,) int64, generator) -> list of B captions for images[index], e.g. templated
@@ -422,26 +388,16 @@ def train_clip(model: CLIP, tokenizer: CaptionTokenizer, images: Tensor, caption
     """
     loss_fn = symmetric_infonce if loss_fn is None else loss_fn
     device = model.log_scale.device
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     images = images.to(device)
-    max_len = model.text.position_embedding.shape[1]
-    losses = []
-    model.train()
-    for _ in (range(steps) if progress is None else progress(range(steps))):
+
+    def step(_, generator: torch.Generator) -> Tensor:
         index = torch.randint(0, len(images), (batch_size,), generator=generator)
-        tokens = tokenizer.batch(caption_fn(index, generator), length=max_len).to(device)
-        loss = loss_fn(model.encode_image(images[index.to(device)]), model.encode_text(tokens), model.log_scale)[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+        tokens, _ = tokenizer(caption_fn(index, generator), length=model.text.max_len)
+        return loss_fn(model.encode_image(images[index.to(device)]), model.encode_text(tokens.to(device)), model.log_scale)[0]
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    return fit(step, steps, optimizer=optimizer, seed=seed, schedule=warmup_cosine(warmup=0.05), modules=[model],
+               label=label, progress=progress)["loss"]
 
 
 def shapes_caption_fn(data: ShapesBatch, p_full: float = 0.5):
@@ -459,10 +415,11 @@ def shapes_caption_fn(data: ShapesBatch, p_full: float = 0.5):
 
 
 @torch.no_grad()
-def encode_texts(model: CLIP, tokenizer: CaptionTokenizer, texts: list[str]) -> Tensor:
+def encode_texts(model: CLIP, tokenizer: WordTokenizer, texts: list[str]) -> Tensor:
     """(len(texts), embed_dim) unit-norm text embeddings."""
     device = model.log_scale.device
-    return model.encode_text(tokenizer.batch(texts, length=model.text.position_embedding.shape[1]).to(device))
+    tokens, _ = tokenizer(texts, length=model.text.max_len)
+    return model.encode_text(tokens.to(device))
 
 
 @torch.no_grad()
@@ -501,14 +458,14 @@ def class_labels(batch: ShapesBatch, task: str) -> Tensor:
 
 
 @torch.no_grad()
-def zero_shot_classifier(model: CLIP, tokenizer: CaptionTokenizer, prompts: list[list[str]], weights_fn=zero_shot_weights) -> Tensor:
+def zero_shot_classifier(model: CLIP, tokenizer: WordTokenizer, prompts: list[list[str]], weights_fn=zero_shot_weights) -> Tensor:
     """(C, embed_dim) zero-shot weights from prompts[c][m] (every class has the same number M of prompts)."""
     embedded = encode_texts(model, tokenizer, [p for ps in prompts for p in ps])
     return weights_fn(embedded.view(len(prompts), len(prompts[0]), -1))
 
 
 @torch.no_grad()
-def zero_shot_accuracy(model: CLIP, tokenizer: CaptionTokenizer, images: Tensor, labels: Tensor,
+def zero_shot_accuracy(model: CLIP, tokenizer: WordTokenizer, images: Tensor, labels: Tensor,
                        prompts: list[list[str]]) -> tuple[float, Tensor]:
     """Zero-shot accuracy of ``images`` against ``labels`` with the prompt ensemble ``prompts``; also the predictions."""
     weights = zero_shot_classifier(model, tokenizer, prompts)
@@ -530,12 +487,11 @@ def fit_linear_probe(features: Tensor, labels: Tensor, num_classes: int, *, step
             probe.weight.copy_(init)
         else:
             probe.weight.zero_()
-    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
-    for _ in range(steps):
-        loss = F.cross_entropy(probe(features), labels) + weight_decay * probe.weight.pow(2).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+
+    def step(_, __) -> Tensor:
+        return F.cross_entropy(probe(features), labels) + weight_decay * probe.weight.pow(2).sum()
+
+    fit(step, steps, optimizer=torch.optim.Adam(probe.parameters(), lr=lr), label="linear probe")
     return probe
 
 
@@ -572,56 +528,54 @@ class PrefixCaptioner(nn.Module):
 
     def forward(self, images: Tensor, tokens: Tensor) -> Tensor:
         """images (B, 3, H, W), tokens (B, T) -> logits (B, P + T, V) (position j predicts position j + 1)."""
-        return self._decode(torch.cat([self.prefix(images), self.gpt.token_embedding(tokens)], dim=1))
+        return self.decode(self.prefix(images), tokens)
 
-    def _decode(self, x: Tensor) -> Tensor:
-        gpt = self.gpt
-        x = x + gpt.position_embedding(torch.arange(x.shape[1], device=x.device))
-        for block in gpt.blocks:
-            x, _ = block(x)  # causal over the whole sequence, prefix included
-        return gpt.head(gpt.final_norm(x))
+    def decode(self, prefix: Tensor, tokens: Tensor) -> Tensor:
+        """The GPT on [prefix embeddings (B, P, D); caption token embeddings (B, T, D)] -> logits (B, P + T, V).
+
+        The prefix goes in as ``inputs_embeds``, as LLaVA feeds an LLM: positions 0 .. P + T - 1 are added
+        to the whole sequence and attention is causal over it, prefix included.
+        """
+        return self.gpt(inputs_embeds=torch.cat([prefix, self.gpt.token_embedding(tokens)], dim=1))
 
     @torch.no_grad()
-    def generate(self, images: Tensor, max_tokens: int, bos_id: int = CaptionTokenizer.bos_id) -> Tensor:
+    def generate(self, images: Tensor, max_tokens: int, bos_id: int = BOS_ID) -> Tensor:
         """Greedy captions: (B, max_tokens) token ids after <bos>."""
         prefix = self.prefix(images)
         tokens = torch.full((len(images), 1), bos_id, dtype=torch.int64, device=images.device)
         for _ in range(max_tokens):
-            logits = self._decode(torch.cat([prefix, self.gpt.token_embedding(tokens)], dim=1))
+            logits = self.decode(prefix, tokens)
             tokens = torch.cat([tokens, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
         return tokens[:, 1:]
 
 
-def train_captioner(captioner: PrefixCaptioner, tokenizer: CaptionTokenizer, data: ShapesBatch, *, steps: int,
+def train_captioner(captioner: PrefixCaptioner, tokenizer: WordTokenizer, data: ShapesBatch, *, steps: int,
                     batch_size: int = 64, lr: float = 3e-3, seed: int = 0, targets_fn=caption_targets,
-                    progress=None) -> list[float]:
-    """Train the projection and the GPT (the ViT stays frozen) on the canonical captions of ``data``."""
+                    progress: bool = False) -> list[float]:
+    """Train the projection and the GPT (the ViT stays frozen) on the canonical captions of ``data``.
+
+    AdamW with a cosine decay of the learning rate (no warm-up); the loss is the captions' next-token
+    cross-entropy, with targets_fn(tokens, P, PAD_ID) (caption_targets, or a notebook's). Returns the losses.
+    """
     device = next(captioner.gpt.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    trainable = [p for p in captioner.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    tokens_all = tokenizer.batch(data.captions).to(device)
+    tokens_all = tokenizer(data.captions)[0].to(device)
     images_all = data.images.to(device)
-    losses = []
-    steps_iter = range(steps) if progress is None else progress(range(steps))
-    for _ in steps_iter:
+
+    def step(_, generator: torch.Generator) -> Tensor:
         index = torch.randint(0, len(data), (batch_size,), generator=generator).to(device)
         tokens = tokens_all[index]
         logits = captioner(images_all[index], tokens)
-        targets = targets_fn(tokens, captioner.num_prefix, tokenizer.pad_id)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    captioner.eval()
-    return losses
+        targets = targets_fn(tokens, captioner.num_prefix, PAD_ID)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    trainable = [p for p in captioner.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
+    return fit(step, steps, optimizer=optimizer, seed=seed, schedule=warmup_cosine(warmup=0.0), modules=[captioner],
+               label="captioner", progress=progress)["loss"]
 
 
 @torch.no_grad()
-def caption_accuracy(captioner: PrefixCaptioner, tokenizer: CaptionTokenizer, batch: ShapesBatch) -> tuple[float, list[str]]:
+def caption_accuracy(captioner: PrefixCaptioner, tokenizer: WordTokenizer, batch: ShapesBatch) -> tuple[float, list[str]]:
     """Exact-match accuracy of greedy captions against batch.captions, and the captions."""
     device = next(captioner.gpt.parameters()).device
     length = max(len(c.split()) for c in batch.captions) + 1

@@ -19,14 +19,12 @@ bool mask (True = real token); text features (B, L, d_text).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from gradelib.data import COLOURS, POSITIONS, SHAPES
+from gradelib.data import ALL_COMBINATIONS, COLOURS, POSITIONS, SHAPES, caption_for
 from gradelib.reference.attention import (
     FeedForward,
     TransformerBlock,
@@ -35,51 +33,15 @@ from gradelib.reference.attention import (
     sinusoidal_positional_encoding,
     split_heads,
 )
+from gradelib.reference.ddpm import q_sample, timestep_embedding
 from gradelib.reference.vae import gaussian_kl_standard_normal
 
 NULL_CAPTION = ""  # the "empty prompt" that stands for "no condition" (SD: the empty string through CLIP)
 
-# --------------------------------------------------------------------------------------------------
-# Tokenizer: word-level, with CLIP's begin/end-of-text convention
-# --------------------------------------------------------------------------------------------------
-
-
-class CaptionTokenizer:
-    """Word-level tokenizer for the shapes captions, shaped like CLIP's: <bos> words <eos> <pad>...
-
-    CLIP's tokenizer (BPE, 49,408 tokens) also wraps every prompt in <|startoftext|> ... <|endoftext|>
-    and pads to 77 tokens; the empty prompt "" is therefore [<bos>, <eos>], never an all-padding row,
-    so attention always has a key to look at. Our vocabulary is the 13 words of the captions.
-    """
-
-    PAD, BOS, EOS = 0, 1, 2
-
-    def __init__(self, words: list[str] | tuple[str, ...], max_len: int = 9):
-        self.vocab = ["<pad>", "<bos>", "<eos>"] + sorted(set(words))
-        self.index = {w: i for i, w in enumerate(self.vocab)}
-        self.max_len = max_len
-
-    @classmethod
-    def for_shapes(cls) -> "CaptionTokenizer":
-        words = {"a", "at", "the"} | set(COLOURS) | set(SHAPES) | {w for p in POSITIONS for w in p.split()}
-        return cls(sorted(words), max_len=9)  # "a red circle at the top left" is 7 words + <bos>, <eos>
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def __call__(self, captions: list[str]) -> tuple[Tensor, Tensor]:
-        """captions (B strings) -> ids (B, max_len) int64, mask (B, max_len) bool (True = real token)."""
-        ids = torch.full((len(captions), self.max_len), self.PAD, dtype=torch.long)
-        for row, caption in enumerate(captions):
-            tokens = [self.BOS] + [self.index[w] for w in caption.split()] + [self.EOS]
-            if len(tokens) > self.max_len:
-                raise ValueError(f"caption {caption!r} has {len(tokens)} tokens, more than max_len={self.max_len}")
-            ids[row, : len(tokens)] = torch.tensor(tokens)
-        return ids, ids != self.PAD
-
-    def decode(self, ids: Tensor) -> str:
-        return " ".join(self.vocab[i] for i in ids.tolist() if i > self.EOS)
+# The vocabulary of the captions: every word of caption_for(shape, colour, position) (13 words). The
+# tokenizer is the course's word-level one, tokenization.WordTokenizer(CAPTION_WORDS): <bos> words <eos>
+# <pad>..., shaped like CLIP's, so the null caption "" is [<bos>, <eos>], never an all-padding row.
+CAPTION_WORDS = tuple(sorted({word for combination in ALL_COMBINATIONS for word in caption_for(*combination).split()}))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,8 +114,7 @@ def sdedit_noise(z0: Tensor, strength: float, alpha_bars: Tensor, noise: Tensor)
         t, ..., 0 from there.
     """
     t = sdedit_timestep(strength, len(alpha_bars))
-    ab = alpha_bars[t]
-    return ab.sqrt() * z0 + (1 - ab).sqrt() * noise, t
+    return q_sample(z0, t, noise, alpha_bars), t
 
 
 def inpaint_blend(z_generated: Tensor, z0_known: Tensor, mask: Tensor, alpha_bar_prev: Tensor | float,
@@ -170,7 +131,7 @@ def inpaint_blend(z_generated: Tensor, z0_known: Tensor, mask: Tensor, alpha_bar
         alpha_bar_prev: alpha_bar of the step just reached (1.0 after the final step to z_0).
     """
     alpha_bar = torch.as_tensor(alpha_bar_prev, dtype=z0_known.dtype, device=z0_known.device)
-    renoised = alpha_bar.sqrt() * z0_known + (1 - alpha_bar).sqrt() * noise
+    renoised = q_sample(z0_known, 0, noise, alpha_bar.reshape(1))  # q(z_{t-1} | z_0): step 0 of a one-step table
     return z_generated * mask + renoised * (1 - mask)
 
 
@@ -252,22 +213,26 @@ class KLAutoencoder(nn.Module):
         return self.decoder(mu + eps * (0.5 * logvar).exp()), mu, logvar
 
 
-class TextEncoder(nn.Module):
-    """A small pre-LN transformer encoder over caption tokens (notebook 01's blocks): (B, L) -> (B, L, d).
+class ConditioningTextEncoder(nn.Module):
+    """The U-Net's condition tau(y): a small pre-LN transformer encoder over caption tokens, (B, L) -> (B, L, d).
 
-    Every token sees every other (no causal mask; CLIP's text tower is causal, BERT and T5's encoder are
-    not). Padding keys are masked out. The output keeps one vector per token: cross-attention needs the
-    sequence, not a single pooled vector.
+    Notebook 01's blocks. Every token sees every other (no causal mask; CLIP's text tower is causal, BERT
+    and T5's encoder are not). Padding keys are masked out. The output keeps one vector per token:
+    cross-attention needs the sequence, not a single pooled vector (compare CLIP's text tower,
+    ``gradelib.reference.clip.TextTransformer``, which pools one vector per caption). ``max_len`` is the
+    length captions are padded to (CLIP's 77; here "a red circle at the top left" with <bos>, <eos> is 9).
     """
 
     def __init__(self, vocab_size: int, d_model: int = 64, num_heads: int = 4, num_layers: int = 2, max_len: int = 9):
         super().__init__()
+        self.max_len = max_len
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.register_buffer("positional_encoding", sinusoidal_positional_encoding(max_len, d_model), persistent=False)
         self.blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, 4 * d_model) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model)
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """ids (B, L) int64, mask (B, L) bool (True = real token) -> one vector per token (B, L, d_model)."""
         x = self.token_embedding(ids) + self.positional_encoding[: ids.shape[1]]
         for block in self.blocks:
             x = block(x, mask=mask[:, None, None, :])
@@ -351,15 +316,16 @@ class UNet(nn.Module):
                  -> up (nearest + conv) -> concat skip -> [Res + Transformer] @ r -> conv_out
 
     Same layout as SD's UNet2DConditionModel (which has 4 levels, 320-1280 channels, transformer
-    blocks at the top three): residual blocks take the timestep embedding, transformer blocks take the
-    text. ``in_channels`` = latent channels (or 3 for the same net on pixels).
+    blocks at the top three): residual blocks take the timestep embedding (DDPM's sinusoidal one,
+    ``ddpm.timestep_embedding``, through an MLP), transformer blocks take the text. ``in_channels`` = latent channels (or 3 for the same net on pixels).
     """
 
     def __init__(self, in_channels: int = 4, resolution: int = 8, channels: int = 64, d_context: int = 64,
-                 num_heads: int = 4, num_timesteps: int = 1000):
+                 num_heads: int = 4):
         super().__init__()
         c, c2, d_time = channels, 2 * channels, 4 * channels
-        self.register_buffer("timestep_table", sinusoidal_positional_encoding(num_timesteps, c), persistent=False)
+        self.resolution = resolution  # the side of the grid it denoises (latents; or pixels, for the pixel U-Net)
+        self.timestep_dim = c  # ddpm.timestep_embedding's width, the input of time_mlp
         self.time_mlp = nn.Sequential(nn.Linear(c, d_time), nn.SiLU(), nn.Linear(d_time, d_time))
         self.conv_in = nn.Conv2d(in_channels, c, 3, padding=1)
         self.down_res, self.down_attn = ResBlock(c, c, d_time), SpatialTransformer(c, d_context, num_heads, resolution)
@@ -375,7 +341,7 @@ class UNet(nn.Module):
 
     def forward(self, z: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
         """z (B, c, r, r), t (B,) int64, context (B, L, d_context), context_mask (B, L) -> eps_hat (B, c, r, r)."""
-        t_emb = self.time_mlp(self.timestep_table[t])
+        t_emb = self.time_mlp(timestep_embedding(t, self.timestep_dim))
         skip = self.down_attn(self.down_res(self.conv_in(z), t_emb), context, context_mask)
         h = self.mid_res1(self.downsample(skip), t_emb)
         h = self.mid_res2(self.mid_attn(h, context, context_mask), t_emb)
@@ -407,6 +373,3 @@ class ShapeClassifier(nn.Module):
         logits = self.features(images)
         return logits.split([len(SHAPES), len(COLOURS), len(POSITIONS)], dim=1)
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -18,17 +18,9 @@ from torch import Tensor
 
 from gradelib.data import COLOURS, POSITIONS, SHAPES, ShapesBatch, caption_for
 from gradelib.reference import latent_diffusion as ld
-from gradelib.reference.ddpm import DDPMSchedule, ddim_sample, progress_bar
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work (for timing); nothing to wait for on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _one_cycle(optimizer, lr: float, steps: int):
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=max(steps, 2), pct_start=0.05)
+from gradelib.reference.ddpm import DDPMSchedule, ddim_sample, q_sample
+from gradelib.reference.tokenization import WordTokenizer
+from gradelib.training import fit, warmup_cosine
 
 
 # --------------------------------------------------------------------------------------------------
@@ -38,24 +30,22 @@ def _one_cycle(optimizer, lr: float, steps: int):
 
 def train_autoencoder(autoencoder: ld.KLAutoencoder, images: Tensor, steps: int, batch_size: int = 64, lr: float = 2e-3,
                       kl_weight: float = 1e-3, seed: int = 0, progress: bool = False) -> list[float]:
-    """Train the KL-regularized autoencoder on images (N, 3, H, W) in [0, 1]; returns the reconstruction losses."""
-    generator = torch.Generator().manual_seed(seed)
+    """Train the KL-regularized autoencoder on images (N, 3, H, W) in [0, 1]; returns the reconstruction losses.
+
+    Adam, with a short warm-up and a cosine decay. The batches come from ``seed``; the encoder's
+    sampling noise z = mu + sigma * eps from the global RNG (seed it with torch.manual_seed).
+    """
     device = next(autoencoder.parameters()).device
-    optimizer = torch.optim.Adam(autoencoder.parameters(), lr)
-    schedule = _one_cycle(optimizer, lr, steps)
-    losses = []
-    autoencoder.train()
-    for _ in progress_bar(range(steps), progress, "autoencoder", leave=True):
+
+    def step(_, generator: torch.Generator) -> dict[str, Tensor]:
         x = images[torch.randint(0, len(images), (batch_size,), generator=generator)].to(device)
         recon, mu, logvar = autoencoder(x)
         loss, reconstruction, _ = ld.kl_autoencoder_loss(recon, 2 * x - 1, mu, logvar, kl_weight)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(reconstruction.item())
-    autoencoder.eval()
-    return losses
+        return {"loss": loss, "reconstruction": reconstruction}
+
+    history = fit(step, steps, optimizer=torch.optim.Adam(autoencoder.parameters(), lr), seed=seed,
+                  schedule=warmup_cosine(warmup=0.05), modules=[autoencoder], label="autoencoder", progress=progress)
+    return history["reconstruction"]
 
 
 @torch.no_grad()
@@ -79,8 +69,8 @@ class LatentDiffusionPipeline:
     (SD v1: 0.18215).
     """
 
-    tokenizer: ld.CaptionTokenizer
-    text_encoder: ld.TextEncoder
+    tokenizer: WordTokenizer
+    text_encoder: ld.ConditioningTextEncoder
     unet: ld.UNet
     autoencoder: ld.KLAutoencoder
     schedule: DDPMSchedule
@@ -91,7 +81,8 @@ class LatentDiffusionPipeline:
         return next(self.unet.parameters()).device
 
     def encode_text(self, captions: list[str]) -> tuple[Tensor, Tensor]:
-        ids, mask = self.tokenizer(captions)
+        """captions -> per-token context (B, L, d_text) and its mask (B, L), True = real token; L = max_len."""
+        ids, mask = self.tokenizer(captions, length=self.text_encoder.max_len)
         ids, mask = ids.to(self.device), mask.to(self.device)
         return self.text_encoder(ids, mask), mask
 
@@ -108,9 +99,7 @@ class LatentDiffusionPipeline:
         return eps_model
 
     def latent_shape(self, n: int) -> tuple[int, ...]:
-        r = self.unet.down_attn.position.shape[0]
-        side = int(round(r ** 0.5))
-        return (n, self.autoencoder.latent_channels, side, side)
+        return (n, self.autoencoder.latent_channels, self.unet.resolution, self.unet.resolution)
 
     @torch.no_grad()
     def encode_images(self, images: Tensor) -> Tensor:
@@ -192,36 +181,26 @@ def train_latent_diffusion(pipe: LatentDiffusionPipeline, mu: Tensor, logvar: Te
     """L = E ||eps - eps_theta(z_t, t, tau(y))||^2 on z_0 ~ q(z|x) * scale_factor, y dropped to "" w.p. p_uncond.
 
     mu, logvar: (N, c, h, w) from encode_dataset; captions: the N captions. drop_fn(captions, p, generator)
-    is the condition dropout (default: the reference). Returns the losses.
+    is the condition dropout (default: the reference). AdamW with a short warm-up and a cosine decay,
+    gradients clipped at norm 1. Returns the losses.
     """
     drop_fn = ld.drop_captions if drop_fn is None else drop_fn
-    generator = torch.Generator().manual_seed(seed)
     device = pipe.device
-    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr, weight_decay=0.0)
-    schedule = _one_cycle(optimizer, lr, steps)
     alpha_bars = pipe.schedule.alpha_bars.to(device)
-    pipe.unet.train(), pipe.text_encoder.train()
-    losses = []
-    for _ in progress_bar(range(steps), progress, "latent diffusion", leave=True):
+
+    def step(_, generator: torch.Generator) -> Tensor:
         idx = torch.randint(0, len(mu), (batch_size,), generator=generator)
         m, lv = mu[idx].to(device), logvar[idx].to(device)
         z0 = (m + torch.randn(m.shape, generator=generator).to(device) * (0.5 * lv).exp()) * pipe.scale_factor
-        batch_captions = drop_fn([captions[i] for i in idx.tolist()], p_uncond, generator)
-        context, mask = pipe.encode_text(batch_captions)
+        context, mask = pipe.encode_text(drop_fn([captions[i] for i in idx.tolist()], p_uncond, generator))
         t = torch.randint(0, pipe.schedule.T, (batch_size,), generator=generator).to(device)
         eps = torch.randn(z0.shape, generator=generator).to(device)
-        ab = alpha_bars[t].view(-1, 1, 1, 1)
-        z_t = ab.sqrt() * z0 + (1 - ab).sqrt() * eps
-        loss = F.mse_loss(pipe.unet(z_t, t, context, mask), eps)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    pipe.unet.eval(), pipe.text_encoder.eval()
-    return losses
+        return F.mse_loss(pipe.unet(q_sample(z0, t, eps, alpha_bars), t, context, mask), eps)
+
+    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    return fit(step, steps, optimizer=torch.optim.AdamW(params, lr, weight_decay=0.0), seed=seed, clip_grad_norm=1.0,
+               schedule=warmup_cosine(warmup=0.05), modules=[pipe.unet, pipe.text_encoder], label="latent diffusion",
+               progress=progress)["loss"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,26 +211,20 @@ def train_latent_diffusion(pipe: LatentDiffusionPipeline, mu: Tensor, logvar: Te
 def train_classifier(classifier: ld.ShapeClassifier, data: ShapesBatch, steps: int, batch_size: int = 128, lr: float = 2e-3,
                      seed: int = 0, progress: bool = False) -> list[float]:
     """Cross-entropy on the three heads; images get random 3x3 blur and a little noise (augmentation)."""
-    generator = torch.Generator().manual_seed(seed)
     device = next(classifier.parameters()).device
-    optimizer = torch.optim.Adam(classifier.parameters(), lr)
-    losses = []
-    classifier.train()
-    for _ in progress_bar(range(steps), progress, "classifier", leave=True):
+
+    def step(_, generator: torch.Generator) -> Tensor:
         i = torch.randint(0, len(data), (batch_size,), generator=generator)
         x = data.images[i]
         k = 0.5 * torch.rand(batch_size, 1, 1, 1, generator=generator)
         x = (1 - k) * x + k * F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
         x = (x + 0.03 * torch.randn(x.shape, generator=generator)).to(device)
         s, c, p = classifier(x)
-        loss = (F.cross_entropy(s, data.shape[i].to(device)) + F.cross_entropy(c, data.colour[i].to(device))
+        return (F.cross_entropy(s, data.shape[i].to(device)) + F.cross_entropy(c, data.colour[i].to(device))
                 + F.cross_entropy(p, data.position[i].to(device)))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    classifier.eval()
-    return losses
+
+    return fit(step, steps, optimizer=torch.optim.Adam(classifier.parameters(), lr), seed=seed, modules=[classifier],
+               label="classifier", progress=progress)["loss"]
 
 
 @torch.no_grad()

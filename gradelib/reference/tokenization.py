@@ -364,3 +364,65 @@ class WordPieceTokenizer:
 def tokens_per_word(tokenize, text: str) -> float:
     """Compression: tokens produced per whitespace-separated word of text (lower = more compressed)."""
     return len(tokenize(text)) / max(1, len(text.split()))
+
+
+# --------------------------------------------------------------------------------------------------
+# Word-level tokenization for small closed vocabularies (the captions of notebooks 07 and 08)
+# --------------------------------------------------------------------------------------------------
+
+import torch  # noqa: E402  (only the word tokenizer returns tensors; the subword tokenizers above are plain Python)
+
+
+class WordTokenizer:
+    """One id per word of a closed vocabulary, wrapped as CLIP wraps a prompt: <bos> words <eos> <pad>...
+
+    The vocabulary is <pad> = PAD_ID, <bos> = BOS_ID, <eos> = EOS_ID, then the words in sorted order,
+    so the ids depend only on the set of words. CLIP's BPE tokenizer (49,408 tokens) also wraps every
+    prompt in <|startoftext|> ... <|endoftext|> and pads to 77 tokens: the empty prompt "" becomes
+    [<bos>, <eos>], never an all-padding row, so attention always has a key to look at. A word outside
+    the vocabulary raises KeyError (a caption vocabulary is closed: there is no <unk>).
+
+        tokenizer = WordTokenizer(["a", "circle", "red"])
+        tokenizer.encode("a red circle")            # [1, 3, 5, 4, 2]
+        ids, mask = tokenizer(["a red circle", ""])  # (2, 5) ids, (2, 5) bool mask (True = real token)
+        tokenizer.decode(ids[0])                     # "a red circle"
+    """
+
+    SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+    def __init__(self, words: Iterable[str]):
+        self.vocab = list(self.SPECIALS) + sorted(set(words))
+        self.word_to_id = {word: i for i, word in enumerate(self.vocab)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        """"a red circle" -> [BOS_ID, id(a), id(red), id(circle), EOS_ID]."""
+        return [BOS_ID] + [self.word_to_id[word] for word in text.split()] + [EOS_ID]
+
+    def __call__(self, texts: Sequence[str], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode a batch and right-pad it with <pad>, as Hugging Face's ``tokenizer(texts)`` does.
+
+        length: the padded length (a model's context length); None pads to the longest text.
+        Returns ids (len(texts), length) int64 and mask (len(texts), length) bool, True = a real token
+        (the attention mask: padding must receive no weight).
+        """
+        rows = [self.encode(text) for text in texts]
+        length = max(map(len, rows)) if length is None else length
+        for text, row in zip(texts, rows):
+            if len(row) > length:
+                raise ValueError(f"{text!r} has {len(row)} tokens, more than length={length}")
+        ids = torch.tensor([row + [PAD_ID] * (length - len(row)) for row in rows], dtype=torch.int64)
+        return ids, ids != PAD_ID
+
+    def decode(self, ids: torch.Tensor | Iterable[int]) -> str:
+        """The words up to the first <eos>; <pad> and <bos> are dropped."""
+        words = []
+        for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids):
+            if i == EOS_ID:
+                break
+            if i >= len(self.SPECIALS):
+                words.append(self.vocab[i])
+        return " ".join(words)
