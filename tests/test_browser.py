@@ -88,26 +88,33 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(lab):
+def browser():
+    """One headless Chromium for the module: Playwright's sync API allows one running instance at a time."""
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(lab)
-        page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel", timeout=120_000)
-        page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                               timeout=120_000)
-        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        page.wait_for_function(
-            """() => {
-                const panel = window.jupyterapp.shell.currentWidget;
-                const code = panel.content.widgets.filter(cell => cell.model.type === 'code');
-                return panel.sessionContext.session.kernel.status === 'idle'
-                    && code.every(cell => cell.model.executionCount !== null);
-            }""", timeout=600_000, polling=1000)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(lab, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(lab)
+    page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel", timeout=120_000)
+    page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           timeout=120_000)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(
+        """() => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            const code = panel.content.widgets.filter(cell => cell.model.type === 'code');
+            return panel.sessionContext.session.kernel.status === 'idle'
+                && code.every(cell => cell.model.executionCount !== null);
+        }""", timeout=600_000, polling=1000)
+    yield page
+    page.close()
 
 
 def test_every_cell_ran_without_an_error(page):
@@ -145,7 +152,7 @@ def test_attention_explorer_renders_and_redraws_on_change(page):
 
 
 @pytest.fixture(scope="module")
-def site_page(tmp_path_factory):
+def site_page(tmp_path_factory, browser):
     """01's page of the course site opened from file:// in Chromium with the network off.
 
     Yields (page, outside): ``outside`` lists every request that was not for a file; each was refused.
@@ -160,17 +167,15 @@ def site_page(tmp_path_factory):
         outside.append(route.request.url)
         route.abort("internetdisconnected")
 
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
-        context.route(re.compile(r"^(?!file:)"), refuse)
-        page = context.new_page()
-        page.on("request", lambda request: None if request.url.startswith("file:") else outside.append(request.url))
-        page.goto((html / f"{NOTEBOOK}.html").as_uri(), wait_until="load")
-        page.evaluate("document.fonts.ready.then(() => true)")
-        page.screenshot(path=str(html.parent / "offline-page.png"))
-        yield page, outside
-        browser.close()
+    context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
+    context.route(re.compile(r"^(?!file:)"), refuse)
+    page = context.new_page()
+    page.on("request", lambda request: None if request.url.startswith("file:") else outside.append(request.url))
+    page.goto((html / f"{NOTEBOOK}.html").as_uri(), wait_until="load")
+    page.evaluate("document.fonts.ready.then(() => true)")
+    page.screenshot(path=str(html.parent / "offline-page.png"))
+    yield page, outside
+    context.close()
 
 
 def markdown_text(page) -> str:
