@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(run=lambda a: __import__("gradelib.bench", fromlist=["main"]).main(a.rest))
 
-    site = commands.add_parser("site", help="build the static course web site (Jupyter Book) from the notebooks")
+    site = commands.add_parser("site", help="build the static course web site (Jupyter Book 2, offline) from the notebooks")
     site.add_argument("assignments", nargs="*", help="default: every notebook, in course order")
     site.add_argument("--profile", default="default", choices=PROFILES,
                       help="profile the solutions run in to produce the pages' outputs")
