@@ -161,27 +161,44 @@ def _encode_single_pass(word: str, merges) -> list[str]:
     return symbols
 
 
-def _bpe_encode_case(fn, words: list[str], merges: list[tuple[str, str]]) -> str | None:
+def _as_tokens(result: object, function: str) -> tuple[list[str] | None, str | None]:
+    """A word tokenizer's answer as a list of strings, or the message saying that it is not one."""
+    if not isinstance(result, (list, tuple)) or not all(type(t) is str for t in result):
+        return None, f"{function} should return a list of strings, got {type(result).__name__}"
+    return list(result), None
+
+
+def _named_variant(result: object, variants, *args) -> str | None:
+    """The diagnosis of the first (diagnosis, wrong_function) whose output on args equals result, if any."""
+    return next((diagnosis for diagnosis, variant in variants if result == variant(*args)), None)
+
+
+def _first_wrong_word(answer: Callable, reference: Callable, words: list[str], function: str, diagnose: Callable) -> str | None:
+    """answer(word) must be the list of strings reference(word) for every word; the first word it gets
+    wrong is explained by diagnose(word, result, want)."""
     for word in words:
-        result = fn(word, list(merges))
-        if not isinstance(result, (list, tuple)) or not all(type(t) is str for t in result):
-            return f"bpe_encode_word should return a list of strings, got {type(result).__name__}"
-        result = list(result)
-        want = tok.bpe_encode_word(word, merges)
-        if result == want:
-            continue
+        result, problem = _as_tokens(answer(word), function)
+        if problem:
+            return problem
+        want = reference(word)
+        if result != want:
+            return diagnose(word, result, want)
+    return None
+
+
+def _bpe_encode_case(fn, words: list[str], merges: list[tuple[str, str]]) -> str | None:
+    def diagnose(word: str, result: list[str], want: list[str]) -> str:
         if "".join(result) != word:
             return f"the tokens of {word!r} do not concatenate back to the word"
-        for diagnosis, variant in [
+        return _named_variant(result, [
             ("merges are applied left to right; apply the learned merge with the lowest rank (earliest) first", _encode_left_to_right),
             ("that is greedy longest match (WordPiece's rule), not BPE: replay the merges by rank, earliest first", _encode_longest_match),
             ("a merge must replace every occurrence of its pair, not just the first", _encode_single_pass),
             ("merges are replayed in reverse: the earliest-learned merge has priority", lambda w, m: tok.bpe_encode_word(w, m[::-1])),
-        ]:
-            if result == variant(word, merges):
-                return diagnosis
-        return f"{word!r} is split into {len(result)} tokens, expected {len(want)}"
-    return None
+        ], word, merges) or f"{word!r} is split into {len(result)} tokens, expected {len(want)}"
+
+    return _first_wrong_word(lambda word: fn(word, list(merges)), lambda word: tok.bpe_encode_word(word, merges), words,
+                             "bpe_encode_word", diagnose)
 
 
 @exercise("BPE encoding", reference=tok.bpe_encode_word)
@@ -257,29 +274,24 @@ def _wp_no_prefix(word, vocab, unk="[UNK]"):
 
 
 def _wordpiece_case(fn, words: list[str], vocab: set[str]) -> str | None:
-    for word in words:
-        result = fn(word, set(vocab))
-        if not isinstance(result, (list, tuple)) or not all(type(t) is str for t in result):
-            return f"wordpiece_encode_word should return a list of strings, got {type(result).__name__}"
-        result = list(result)
-        want = tok.wordpiece_encode_word(word, vocab)
-        if result == want:
-            continue
+    def diagnose(word: str, result: list[str], want: list[str]) -> str:
         if result == ["[UNK]"]:  # a word the vocabulary can spell (want is not [UNK])
             hint = (": are the pieces after the first looked up with the '##' prefix?"
                     if _wp_no_prefix(word, vocab) == ["[UNK]"] else "")
             return f"{word!r} can be spelt with the vocabulary (no part is unmatched), but came out as [UNK]{hint}"
-        for diagnosis, variant in [
+        diagnosis = _named_variant(result, [
             ("only the unmatched part became [UNK]: if any part of a word has no match, the whole word is one [UNK]", _wp_partial_unk),
             ("shortest match first: take the *longest* vocabulary entry at each step", _wp_shortest),
             ("pieces after the first must be looked up with the '##' prefix (and returned with it)", _wp_no_prefix),
-        ]:
-            if result == variant(word, vocab):
-                return diagnosis
-        if len(word) > 100 and result != ["[UNK]"]:
+        ], word, vocab)
+        if diagnosis:
+            return diagnosis
+        if len(word) > 100:  # result is not [UNK] here
             return "a word longer than 100 characters must become a single [UNK] (BERT's max_input_chars_per_word)"
         return f"{word!r} gives {len(result)} pieces, expected {len(want)}"
-    return None
+
+    return _first_wrong_word(lambda word: fn(word, set(vocab)), lambda word: tok.wordpiece_encode_word(word, vocab), words,
+                             "wordpiece_encode_word", diagnose)
 
 
 @exercise("WordPiece encoding", reference=tok.wordpiece_encode_word)
@@ -476,14 +488,23 @@ def _mask_structure(run: _MaskRun) -> str | None:
     return None
 
 
-def _mask_rates(run: _MaskRun) -> str | None:
-    problem = _mask_structure(run)
-    if problem:
-        return problem
-    corrupted, labels = run.result()
+def _after_the_structure(statistic):
+    """A case that names _mask_structure's problem first; else statistic(run, corrupted, labels, selected)."""
+
+    def case(run: _MaskRun) -> str | None:
+        problem = _mask_structure(run)
+        if problem:
+            return problem
+        corrupted, labels = run.result()
+        return statistic(run, corrupted, labels, labels != ref.IGNORE_INDEX)
+
+    return case
+
+
+@_after_the_structure
+def _mask_rates(run: _MaskRun, corrupted: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor) -> str | None:
     ids = run.ids
     eligible = ids >= ref.NUM_SPECIAL
-    selected = labels != ref.IGNORE_INDEX
     n = int(eligible.sum())
     rate = float(selected.sum()) / n
     sigma = math.sqrt(0.15 * 0.85 / n)
@@ -507,12 +528,8 @@ def _mask_rates(run: _MaskRun) -> str | None:
     return None
 
 
-def _mask_random_tokens(run: _MaskRun) -> str | None:
-    problem = _mask_structure(run)
-    if problem:
-        return problem
-    corrupted, labels = run.result()
-    selected = labels != ref.IGNORE_INDEX
+@_after_the_structure
+def _mask_random_tokens(run: _MaskRun, corrupted: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor) -> str | None:
     replaced = selected & (corrupted != run.ids) & (corrupted != ref.MASK_ID)
     values = corrupted[replaced]
     if values.numel() == 0:
