@@ -10,6 +10,7 @@ import torch
 
 from gradelib.data import AV_SAMPLE_RATE, av_clips
 from gradelib.reference import tvlt as ref
+from gradelib.reference.tokenization import BOS_ID, EOS_ID
 
 with warnings.catch_warnings():  # librosa pulls in numba, which may warn on import
     warnings.simplefilter("ignore")
@@ -194,15 +195,37 @@ def test_asr_prefix_lm_is_causal_over_tokens_and_transcribes():
     asr = ref.TinyASR(audio_patch_dim=8, num_audio_patches=6, vocab_size=9, d_model=16, num_heads=2)
     audio = torch.randn(2, 6, 8)
     memory = asr.encode(audio)
-    tokens = torch.tensor([[0, 3, 4, 5], [0, 2, 6, 1]])
+    tokens = torch.tensor([[BOS_ID, 3, 4, 5], [BOS_ID, 2, 6, 1]])
     changed = tokens.clone()
     changed[:, 3] = 7
     a, b = asr.logits(memory, tokens), asr.logits(memory, changed)
+    assert a.shape == (2, 4, 9)
     assert torch.allclose(a[:, :3], b[:, :3]) and not torch.allclose(a[:, 3], b[:, 3])
-    assert asr.transcribe(audio, max_new_tokens=4).shape == (2, 5)
+    later_audio = memory.clone()
+    later_audio[:, -1] = torch.randn(2, 16)  # the last audio state: every token position sees the whole prefix
+    assert not torch.allclose(asr.logits(later_audio, tokens)[:, 0], a[:, 0])
+    transcripts = asr.transcribe(audio, max_new_tokens=4)
+    assert transcripts.shape == (2, 5) and (transcripts[:, 0] == BOS_ID).all()
+
+
+def test_asr_feeds_the_gpt_through_inputs_embeds_with_positions_over_the_whole_sequence():
+    torch.manual_seed(0)
+    asr = ref.TinyASR(audio_patch_dim=8, num_audio_patches=6, vocab_size=9, d_model=16, num_heads=2, max_tokens=5)
+    assert asr.decoder.config.block_size == 6 + 5  # the audio prefix takes positions too
+    memory, tokens = torch.randn(2, 6, 16), torch.randint(0, 9, (2, 5))
+    gpt = asr.decoder
+    # the prefix-LM written out: audio states then token embeddings, positions 0 .. N + L - 1 on both
+    x = torch.cat([memory, gpt.token_embedding(tokens)], dim=1) + gpt.position_embedding(torch.arange(11))
+    allowed = torch.ones(11, 11, dtype=torch.bool).tril()
+    allowed[:, :6] = True
+    for block in gpt.blocks:
+        x, _ = block(x, mask=allowed)
+    assert torch.allclose(asr.logits(memory, tokens), gpt.head(gpt.final_norm(x))[:, 6:], atol=1e-6)
 
 
 def test_transcript_tokens():
     words = ("which", "shape", "direction")
     tokens = ref.transcript_tokens([("which", "shape"), ("which", "direction")], words, 5)
-    assert tokens.tolist() == [[ref.BOS, 2, 3, ref.EOS, ref.EOS], [ref.BOS, 2, 4, ref.EOS, ref.EOS]]
+    # the course's word-level ids: <bos> = 1, <eos> = 2, the words from 3; padded with <eos>
+    assert (BOS_ID, EOS_ID, ref.FIRST_WORD_ID) == (1, 2, 3)
+    assert tokens.tolist() == [[BOS_ID, 3, 4, EOS_ID, EOS_ID], [BOS_ID, 3, 5, EOS_ID, EOS_ID]]

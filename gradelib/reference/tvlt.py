@@ -12,8 +12,6 @@ Shapes used throughout (the notebook's sizes in brackets):
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from gradelib.reference.attention import TransformerBlock
+from gradelib.reference.attention import TransformerBlock, causal_mask
 from gradelib.reference.gpt import GPT, GPTConfig
+from gradelib.reference.tokenization import BOS_ID, EOS_ID, PAD_ID
 
 # --------------------------------------------------------------------------------------------------
 # Audio -> 2-D: STFT, mel filterbank, log-mel spectrogram
@@ -270,10 +269,8 @@ class TVLTConfig:
 
 
 def _blocks(d_model: int, num_heads: int, d_ff: int, num_layers: int) -> nn.ModuleList:
-    blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, d_ff, norm_first=True) for _ in range(num_layers))
-    for block in blocks:
-        block.ffn.activation = nn.GELU()
-    return blocks
+    """A stack of pre-LN TransformerBlocks with GELU feed-forward networks, as in ViT and MAE."""
+    return nn.ModuleList(TransformerBlock(d_model, num_heads, d_ff, norm_first=True, activation="gelu") for _ in range(num_layers))
 
 
 class PatchDecoder(nn.Module):
@@ -442,21 +439,24 @@ def mean_patch_baseline_mse(train_patches: Tensor, test_patches: Tensor, mask: T
     return masked_patch_mse(mean_patch.expand_as(test_patches), test_patches, mask)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 # --------------------------------------------------------------------------------------------------
 # The two-stage baseline: speech -> text tokens -> text(+vision) model
 # --------------------------------------------------------------------------------------------------
 
-BOS, EOS = 0, 1  # transcript token ids; word w of gradelib.data.AV_WORDS is token 2 + w
+# Transcripts use the course's word-level ids (tokenization): <pad> = 0, <bos> = 1, <eos> = 2, then
+# word w of gradelib.data.AV_WORDS is token FIRST_WORD_ID + w.
+FIRST_WORD_ID = max(PAD_ID, BOS_ID, EOS_ID) + 1
 
 
 class TinyASR(nn.Module):
     """Spectrogram -> transcript, autoregressively: an encoder over spectrogram patches whose states
     are the prefix of notebook 03's GPT, which then generates the words one token at a time
-    (a prefix-LM: the audio prefix is visible to every position, the tokens see only their past)."""
+    (a prefix-LM: the audio prefix is visible to every position, the tokens see only their past).
+
+    The states enter the GPT through ``inputs_embeds``, as a Hugging Face multimodal model feeds its
+    image or audio states to a language model: the GPT adds its positions over the whole sequence,
+    audio prefix included, so its context (block_size) is num_audio_patches + max_tokens.
+    """
 
     def __init__(self, audio_patch_dim: int, num_audio_patches: int, vocab_size: int, d_model: int = 96,
                  num_heads: int = 4, encoder_layers: int = 2, decoder_layers: int = 2, max_tokens: int = 8):
@@ -464,11 +464,12 @@ class TinyASR(nn.Module):
         self.audio_embed = nn.Linear(audio_patch_dim, d_model)
         self.audio_position = nn.Parameter(0.02 * torch.randn(num_audio_patches, d_model))
         self.encoder = _blocks(d_model, num_heads, 4 * d_model, encoder_layers)
-        self.decoder = GPT(GPTConfig(vocab_size=vocab_size, block_size=max_tokens, d_model=d_model, num_heads=num_heads,
-                                     num_layers=decoder_layers))
+        self.decoder = GPT(GPTConfig(vocab_size=vocab_size, block_size=num_audio_patches + max_tokens, d_model=d_model,
+                                     num_heads=num_heads, num_layers=decoder_layers))
         self.max_tokens = max_tokens
 
     def encode(self, audio_patches: Tensor) -> Tensor:
+        """(B, N_a, P) spectrogram patches -> (B, N_a, d) audio states, the decoder's prefix."""
         x = self.audio_embed(audio_patches) + self.audio_position
         for block in self.encoder:
             x = block(x)
@@ -476,20 +477,17 @@ class TinyASR(nn.Module):
 
     def logits(self, memory: Tensor, tokens: Tensor) -> Tensor:
         """memory (B, N_a, d), tokens (B, L) -> next-token logits (B, L, V) at the token positions."""
-        B, L = tokens.shape
-        N = memory.shape[1]
-        x = torch.cat([memory, self.decoder._embed(tokens, 0)], dim=1)
-        allowed = torch.ones(N + L, N + L, dtype=torch.bool, device=tokens.device).tril()
+        N, L = memory.shape[1], tokens.shape[1]
+        sequence = torch.cat([memory, self.decoder.token_embedding(tokens)], dim=1)  # (B, N_a + L, d)
+        allowed = causal_mask(N + L, tokens.device)
         allowed[:, :N] = True  # everyone sees the whole audio prefix
-        for block in self.decoder.blocks:
-            x, _ = block(x, mask=allowed)
-        return self.decoder.head(self.decoder.final_norm(x[:, N:]))
+        return self.decoder(inputs_embeds=sequence, mask=allowed)[:, N:]
 
     @torch.no_grad()
     def transcribe(self, audio_patches: Tensor, max_new_tokens: int = 4) -> Tensor:
-        """Greedy decoding from [BOS]: (B, N_a, P) -> (B, 1 + max_new_tokens) token ids."""
+        """Greedy decoding from <bos>: (B, N_a, P) -> (B, 1 + max_new_tokens) token ids."""
         memory = self.encode(audio_patches)
-        tokens = torch.full((audio_patches.shape[0], 1), BOS, dtype=torch.int64, device=audio_patches.device)
+        tokens = torch.full((audio_patches.shape[0], 1), BOS_ID, dtype=torch.int64, device=audio_patches.device)
         for _ in range(max_new_tokens):
             next_token = self.logits(memory, tokens)[:, -1].argmax(dim=-1, keepdim=True)
             tokens = torch.cat([tokens, next_token], dim=1)
@@ -513,20 +511,13 @@ class TextVisionModel(nn.Module):
 
 
 def transcript_tokens(question_words: list[tuple[str, ...]], words: tuple[str, ...], length: int) -> Tensor:
-    """[BOS] w1 w2 ... [EOS], padded with [EOS] to ``length``: (len(question_words), length) int64."""
+    """<bos> w1 w2 ... <eos>, padded with <eos> to ``length``: (len(question_words), length) int64.
+
+    Word w is token FIRST_WORD_ID + words.index(w). The padding is <eos>, not <pad>: the ASR is
+    trained to predict every position, so after the transcript it learns to keep saying <eos>.
+    """
     rows = []
     for q in question_words:
-        ids = [BOS] + [2 + words.index(w) for w in q] + [EOS]
-        rows.append(ids + [EOS] * (length - len(ids)))
+        ids = [BOS_ID] + [FIRST_WORD_ID + words.index(w) for w in q] + [EOS_ID]
+        rows.append(ids + [EOS_ID] * (length - len(ids)))
     return torch.tensor(rows, dtype=torch.int64)
-
-
-def median_latency(fn, repeats: int = 5) -> float:
-    """Median wall-clock seconds of fn() over ``repeats`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
