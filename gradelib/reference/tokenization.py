@@ -18,7 +18,8 @@ Pre-tokenization splits text into "words" before any of this (merges never cross
 * :func:`bert_pretokenize` (BERT style) splits on whitespace and isolates every punctuation
   character; the spaces are thrown away, so WordPiece decoding is only approximately invertible.
 
-Everything here is plain Python (``collections.Counter`` and ``heapq``); the corpus is ASCII.
+The subword tokenizers are plain Python (``collections.Counter`` and ``heapq``); the corpus is ASCII. Only the
+word-level tokenizer at the end returns tensors.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import heapq
 import re
 from collections import Counter, defaultdict
 from typing import Iterable, Mapping, Sequence
+
+import torch
 
 # GPT-2's split pattern, restricted to ASCII: a word with its leading space, a number, a run of
 # punctuation, or whitespace (a run of spaces gives its last space to the word that follows it).
@@ -370,7 +373,6 @@ def tokens_per_word(tokenize, text: str) -> float:
 # Word-level tokenization for small closed vocabularies (the captions of notebooks 07 and 08)
 # --------------------------------------------------------------------------------------------------
 
-import torch  # noqa: E402  (only the word tokenizer returns tensors; the subword tokenizers above are plain Python)
 
 
 class WordTokenizer:
