@@ -11,9 +11,13 @@ from __future__ import annotations
 import csv
 import html
 import math
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -21,6 +25,8 @@ from typing import Mapping
 import nbformat
 import pytest
 from conftest import ROOT, nbgrader
+
+from gradelib._notebooks import nbgrader_environment
 
 
 @dataclass
@@ -78,6 +84,25 @@ def with_edits(assignment: str, edits: dict[str, tuple[str, str]]):
     return nb
 
 
+def autograde_in_parallel(course: Path, assignment: str, students: list[str], workers: int = 2) -> None:
+    """``nbgrader autograde --student`` for each of ``students``, ``workers`` at a time (one core each, the way
+    ``gradelib grade --workers`` runs them), longest first: the untouched notebook stops at its first unanswered
+    exercise, so it goes last. The same nbgrader command as one serial autograde, only one student per process."""
+    env = nbgrader_environment()
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    order = sorted(students, key=lambda student: student == "untouched")
+
+    def autograde(student: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nbgrader", "autograde", assignment, f"--student={student}",
+                               "--create", "--force", "--log-level=WARN"], cwd=course, env=env,
+                              capture_output=True, text=True)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for student, result in zip(order, pool.map(autograde, order)):
+            if result.returncode != 0:
+                pytest.fail(f"nbgrader autograde --student={student} failed:\n{result.stdout}\n{result.stderr}")
+
+
 def grade(course: Path, assignment: str, submissions: dict[str, nbformat.NotebookNode]) -> Graded:
     """Autograde ``submissions`` (student -> notebook) in the released ``course``; gather the results."""
     for student, nb in submissions.items():
@@ -87,7 +112,7 @@ def grade(course: Path, assignment: str, submissions: dict[str, nbformat.Noteboo
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / f"{assignment}.ipynb")
     start = time.perf_counter()
-    nbgrader("autograde", assignment, "--create", "--force", cwd=course)
+    autograde_in_parallel(course, assignment, list(submissions))
     seconds = time.perf_counter() - start
     nbgrader("generate_feedback", assignment, "--force", cwd=course)
     nbgrader("export", cwd=course)
