@@ -1,9 +1,11 @@
 import json
 
+import nbformat
 import pytest
+import torch
 
 import gradelib
-from gradelib import bench
+from gradelib import bench, profiling
 from gradelib.metrics import target_met
 
 
@@ -84,3 +86,67 @@ def test_committed_cpu_report_has_the_required_shape():
         assert result["status"] == "ok" and result["seconds"] > 0
         for entry in result["metrics"].values():
             assert set(entry) == {"value", "target", "higher_is_better"}
+
+
+def test_calibration_is_one_line_of_three_figures(monkeypatch):
+    monkeypatch.setattr(bench, "median_seconds", lambda fn, min_run_time=0.0: (fn(), 0.002)[1])
+    result = bench.calibrate(torch.device("cpu"))
+    assert result["matmul_gflops"] == round(2 * 1024**3 / 0.002 / 1e9, 1)
+    assert result["conv_ms"] == 2.0 and result["small_op_us"] == 10.0  # 200 ops per call
+    assert result["line"] == "machine: matmul 1074 GFLOP/s, conv 2.0 ms, small ops 10.0 µs/op"
+
+
+def _timed_notebook():
+    """A notebook as nbclient leaves it: code cells with execution timings, level-2 headings in markdown."""
+    def code(seconds):
+        cell = nbformat.v4.new_code_cell("x = 1")
+        cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00.000000Z",
+                                      "shell.execute_reply": f"2026-01-01T00:00:{seconds:09.6f}Z"}
+        return cell
+
+    md = nbformat.v4.new_markdown_cell
+    return nbformat.v4.new_notebook(cells=[
+        md("# Title"), code(1.0), md("Intro\n\n## 1. Theory\ntext"), code(2.0), code(0.5),
+        md("### a subsection stays in its section"), code(1.5), md("## 2. Training"), code(10.0),
+        nbformat.v4.new_code_cell("")])  # never run: no timings
+
+
+def test_section_seconds_sum_each_level_two_section():
+    assert bench.section_seconds(_timed_notebook()) == {
+        profiling.PREAMBLE: 1.0, "1. Theory": 4.0, "2. Training": 10.0}
+    report = {"notebooks": {"01_attention": {"seconds": 16.0, "status": "ok", "sections": {"2. Training": 10.0},
+                                             "metrics": {}}}}
+    assert "2. Training" in bench.format_table(report, sections=True)
+    assert "2. Training" not in bench.format_table(report)
+
+
+def test_profiling_marks_each_section_and_records_per_cell(tmp_path):
+    """The instrumented copy starts with the install cell, marks each section once and ends with the dump;
+    the kernel-side recorder attributes each cell's seconds, torch ops and Python functions to its section."""
+    copy = profiling.instrumented(_timed_notebook(), tmp_path / "out.json")
+    sources = [cell.source for cell in copy.cells]
+    assert sources[0].endswith("gradelib.profiling.install()") and "dump(" in sources[-1]
+    marks = [s.split("section(")[1] for s in sources if "section(" in s]
+    assert marks == [repr(profiling.PREAMBLE) + ")", "'1. Theory')", "'2. Training')"]
+
+    from types import SimpleNamespace
+
+    recorder = profiling._Recorder()
+    for name in ("1. Theory", "2. Training"):
+        recorder.pre(SimpleNamespace(raw_cell=f"{profiling.MARK}\n..."))  # a marker cell is not profiled
+        recorder.section = name
+        recorder.pre(SimpleNamespace(raw_cell="torch.randn(64, 64) @ torch.randn(64, 64)"))
+        sum(i for i in range(10_000))
+        torch.randn(64, 64) @ torch.randn(64, 64)
+        recorder.post(None)
+    summary = recorder.summary()
+    assert list(summary) == ["1. Theory", "2. Training"]
+    for figures in summary.values():
+        assert figures["seconds"] > 0 and len(figures["top_torch_ops"]) == profiling.TOP
+        assert any("mm" in op for op, _ in figures["top_torch_ops"])
+        assert figures["top_python"] and all("~" not in f for f, _ in figures["top_python"])
+    report = {"profile": "default", "device": "cpu", "date": "today", "notebooks": {
+        "01_attention": {"seconds": 9.0, "conditions": "a machine under load", "calibration": "machine: ...", "sections": {name: {**f, "share": 0.5, "torch_ops_fraction": 0.2}
+                                                      for name, f in summary.items()}}}}
+    text = profiling.markdown(report)
+    assert "measured on a machine under load" in text and "| 2. Training |" in text and "## 01_attention" in text
