@@ -10,6 +10,8 @@ benchmark (``python -m gradelib.bench``) never profiles.
 Per section: seconds (wall, profiled), the top torch ops by self CPU time, the top Python functions
 by ``tottime`` (built-ins left out: torch's own C calls are already the torch ops), and the share of
 the section spent inside torch ops; the rest is Python, plotting and everything else outside torch.
+Cells that call a ``check_*`` run without cProfile: a check watches for calls into gradelib.reference
+with ``sys.setprofile``, the hook cProfile occupies on Python 3.11 (their seconds and torch ops still count).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import nbformat
 MARK = "# gradelib.profiling"
 PREAMBLE = "(before the first section)"
 TOP = 3
+CHECK_CALL = re.compile(r"\bcheck_\w+\(")
 
 
 def section_of_cells(nb) -> list[str]:
@@ -59,15 +62,19 @@ class _Recorder:
         if info.raw_cell.startswith(MARK):
             return
         activities = [self._torch_profiler.ProfilerActivity.CPU]
-        self._active = (self._torch_profiler.profile(activities=activities), time.perf_counter())
+        python = self.python.setdefault(self.section, cProfile.Profile())
+        python = None if CHECK_CALL.search(info.raw_cell) else python
+        self._active = (self._torch_profiler.profile(activities=activities), python, time.perf_counter())
         self._active[0].__enter__()
-        self.python.setdefault(self.section, cProfile.Profile()).enable()
+        if python is not None:
+            python.enable()
 
     def post(self, result):
         if self._active is None:
             return
-        self.python[self.section].disable()
-        prof, start = self._active
+        prof, python, start = self._active
+        if python is not None:
+            python.disable()
         prof.__exit__(None, None, None)
         self._active = None
         self.seconds[self.section] += time.perf_counter() - start
@@ -79,7 +86,8 @@ class _Recorder:
         out = {}
         for name, seconds in self.seconds.items():
             ops = self.ops.get(name, Counter())
-            stats = pstats.Stats(self.python[name]).stats
+            profiled = self.python[name].getstats()  # empty where every cell was a check
+            stats = pstats.Stats(self.python[name]).stats if profiled else {}
             python = [(f"{Path(file).name}:{line}({func})", tottime)
                       for (file, line, func), (_, _, tottime, _, _) in stats.items() if file != "~"]
             torch_seconds = sum(ops.values())
