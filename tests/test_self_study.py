@@ -107,9 +107,37 @@ def test_student_notebook_installs_gradelib_like_colab_and_runs_up_to_the_exerci
     assert torch_after == "2.13.0+cpu", "installing gradelib must leave the preinstalled torch alone"
 
 
-@pytest.mark.parametrize("name", assignment_names())
-def test_solution_runs_with_only_colabs_packages_and_the_wheel(colab, name, tmp_path):
+def run_solution(name: str, colab, folder: Path, threads: int) -> str | None:
+    """Run solution ``name`` in the Colab kernel, in a copy of its folder under ``folder``; None, or what went wrong."""
     nb = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
     nb.cells[1].source = with_local_wheel(nb.cells[1].source, colab["wheel"])
-    shutil.copytree(ROOT / "solutions" / name, tmp_path / name)
-    execute(nb, colab, tmp_path / name)
+    shutil.copytree(ROOT / "solutions" / name, folder / name)
+    colab = colab | {"env": colab["env"] | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}}
+    try:
+        execute(nb, colab, folder / name)
+    except Exception as error:  # the message, not the exception: an nbclient error need not survive pickling
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def solution_runs(colab, request, tmp_path_factory):
+    """name -> the future of its run: the selected solutions run two at a time, each in a process of its own and
+    its kernel on one core's share (a whole notebook per process, so the tests stay one per notebook)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    names = [item.callspec.params["name"] for item in request.session.items
+             if getattr(item, "originalname", "") == "test_solution_runs_with_only_colabs_packages_and_the_wheel"]
+    workers = 2
+    threads = max(1, (multiprocessing.cpu_count() or 1) // workers)
+    folder = tmp_path_factory.mktemp("colab-solutions")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # Later notebooks are the longer ones: started first, they do not leave one running alone at the end.
+        yield {name: pool.submit(run_solution, name, colab, folder, threads) for name in reversed(names)}
+
+
+@pytest.mark.parametrize("name", assignment_names())
+def test_solution_runs_with_only_colabs_packages_and_the_wheel(solution_runs, name):
+    problem = solution_runs[name].result()
+    assert problem is None, problem
