@@ -18,7 +18,8 @@ and KaTeX's stylesheet and fonts bundled from ``site/katex``. The site builds wi
 reads from ``file://`` with none.
 
 Executed notebooks are kept in ``<out>/executed/`` and reused while the solution, the gradelib sources
-and the profile are unchanged, so editing one notebook re-runs only that one.
+and the profile are unchanged, so editing one notebook re-runs only that one. Those that must run, run two
+at a time, each kernel on its share of the cores.
 """
 
 from __future__ import annotations
@@ -462,16 +463,25 @@ def _fingerprint(root: Path, name: str, profile: str, sources_digest: str) -> st
     return digest.hexdigest()
 
 
-def _executed_solution(root: Path, name: str, profile: str, cache: Path, sources_digest: str):
-    """The solution notebook run in ``profile``, reused from ``cache`` while nothing it depends on changed."""
+def _is_cached(cache: Path, name: str, fingerprint: str) -> bool:
+    stamp = cache / f"{name}.fingerprint"
+    return (cache / f"{name}.ipynb").exists() and stamp.exists() and stamp.read_text() == fingerprint
+
+
+def _executed_solution(root: Path, name: str, profile: str, cache: Path, sources_digest: str,
+                       threads: int | None = None):
+    """The solution notebook run in ``profile``, reused from ``cache`` while nothing it depends on changed.
+    ``threads`` caps the kernel's math-library threads (when several notebooks run at once)."""
     cached, stamp = cache / f"{name}.ipynb", cache / f"{name}.fingerprint"
     fingerprint = _fingerprint(root, name, profile, sources_digest)
-    if cached.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+    if _is_cached(cache, name, fingerprint):
         print(f"[site] {name}: outputs unchanged since the last build, reused", flush=True)
         return nbformat.read(cached, as_version=4)
     start = time.perf_counter()
     print(f"[site] {name}: running the solution ({profile} profile) ...", flush=True)
-    executed, _ = _notebooks.execute_notebook(_notebooks.solution_notebook(root, name), profile=profile)
+    threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
+    executed, _ = _notebooks.execute_notebook(_notebooks.solution_notebook(root, name), profile=profile,
+                                              extra_env=threads_env)
     cache.mkdir(parents=True, exist_ok=True)
     nbformat.write(executed, cached)
     stamp.write_text(fingerprint)
@@ -479,8 +489,33 @@ def _executed_solution(root: Path, name: str, profile: str, cache: Path, sources
     return executed
 
 
-def build_site(out: Path, *, profile: str = "default", root: Path | None = None, names: list[str] | None = None) -> Path:
-    """Execute each solution notebook, build the pages and the HTML; return the folder holding index.html."""
+def _execute_in_parallel(root: Path, names: list[str], profile: str, cache: Path, sources_digest: str,
+                         workers: int) -> None:
+    """Run the solutions whose outputs are not in ``cache`` yet, ``workers`` notebooks at a time, each in a Python
+    process of its own and its kernel on its share of the cores (small torch ops on every core of a shared
+    machine slow down several times over); they land in ``cache``, where the build reads them."""
+    stale = [name for name in names if not _is_cached(cache, name, _fingerprint(root, name, profile, sources_digest))]
+    if workers < 2 or len(stale) < 2:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    code = ("import sys; from pathlib import Path; from gradelib.site import _executed_solution; "
+            "_executed_solution(Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4]), sys.argv[5], int(sys.argv[6]))")
+
+    def run(name: str) -> None:
+        subprocess.run([sys.executable, "-c", code, str(root), name, profile, str(cache), sources_digest, str(threads)],
+                       check=True)
+
+    # Later notebooks are the longer ones: started first, they do not leave one running alone at the end.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run, reversed(stale)))
+
+
+def build_site(out: Path, *, profile: str = "default", root: Path | None = None, names: list[str] | None = None,
+               workers: int = 2) -> Path:
+    """Execute each solution notebook, build the pages and the HTML; return the folder holding index.html.
+    ``workers``: how many notebooks run at once (1: one after the other)."""
     root = root or _notebooks.project_root()
     names = names or _notebooks.assignments(root)
     out = Path(out).resolve()
@@ -489,6 +524,7 @@ def build_site(out: Path, *, profile: str = "default", root: Path | None = None,
         shutil.rmtree(book)
     pages = {}
     sources_digest = _sources_digest(root)
+    _execute_in_parallel(root, names, profile, out / "executed", sources_digest, workers)
     for name in names:
         executed = _executed_solution(root, name, profile, out / "executed", sources_digest)
         student = nbformat.read(root / "course" / name / f"{name}.ipynb", as_version=4)
