@@ -416,7 +416,7 @@ def pretraining_loss(model: TVLT, video_patches: Tensor, audio_patches: Tensor, 
             "vam_accuracy": ((logits > 0).long() == label).float().mean()}
 
 
-@torch.no_grad()
+@torch.inference_mode()  # scores only: no autograd bookkeeping on 10,000 joint passes
 def matching_scores(model: TVLT, video_patches: Tensor, audio_patches: Tensor, chunk: int = 1000) -> Tensor:
     """VAM logit of every (audio query q, video candidate c) pair: (Q, C). Row q ranks the videos for audio q."""
     Q, C = audio_patches.shape[0], video_patches.shape[0]
