@@ -258,7 +258,8 @@ def test_inputs_embeds_replace_the_token_embeddings():
         tokens = torch.randint(0, 11, (2, 6))
         embeds = model.token_embedding(tokens)
         torch.testing.assert_close(model(inputs_embeds=embeds), model(tokens), rtol=0, atol=0)
-        shifted = model(inputs_embeds=embeds + 0.1)  # the embeddings are really used
+        # the embeddings are really used (a constant shift would not show: LayerNorm removes it)
+        shifted = model(inputs_embeds=embeds + 0.1 * torch.randn_like(embeds))
         assert not torch.allclose(shifted, model(tokens))
         with pytest.raises(ValueError, match="exactly one"):
             model(tokens, inputs_embeds=embeds)
